@@ -1,0 +1,193 @@
+//! `tokenswift bench`: the cost curve of forward passes (q new tokens over a context), prefill and
+//! decode speed — and, with `--transformers`, the same figures from PyTorch `transformers` on the
+//! same weights and thread count, measured in the same run.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokenswift_infer::generate::{generate_ar, logits_to_vec};
+use tokenswift_infer::model::{AttentionMask, LogitRows};
+use tokenswift_infer::sampling::SamplingConfig;
+
+use super::common::{ModelArgs, Ui};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Context lengths (cached tokens) to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "512,4096")]
+    pub contexts: Vec<usize>,
+    /// Numbers of new tokens per forward pass.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,32,64")]
+    pub q: Vec<usize>,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
+    /// Tokens generated for the decode-speed measurement.
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+    /// Also run scripts/bench_transformers.py with this Python (which must have torch and
+    /// transformers) on the same checkpoint and thread count.
+    #[arg(long)]
+    pub transformers: Option<PathBuf>,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Deterministic pseudo-text token ids (no tokenizer needed; the cost does not depend on them).
+fn filler(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + 13) % (vocab - 100) + 50) as u32)
+        .collect()
+}
+
+pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
+    if args.reps == 0 || args.contexts.is_empty() || args.q.is_empty() {
+        bail!("--reps, --contexts and --q must be non-empty and positive");
+    }
+    let (dir, model, _tok) = args.model.load(&ui)?;
+    let cfg = model.config().clone();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "# tokenswift bench — {} on {:?}, {} threads",
+        dir.display(),
+        args.model.device,
+        threads
+    );
+    let max_q = *args.q.iter().max().unwrap();
+    let mut base_q1 = Vec::new();
+    println!(
+        "\n## forward pass: q new tokens over a cached context (median of {} runs, ms)",
+        args.reps
+    );
+    print!("| context |");
+    for q in &args.q {
+        print!(" q={q} |");
+    }
+    println!(" q=16 / q=1 |");
+    print!("|---|");
+    for _ in &args.q {
+        print!("---|");
+    }
+    println!("---|");
+    for &ctx in &args.contexts {
+        if ctx + max_q > cfg.max_position_embeddings {
+            bail!(
+                "context {ctx} + {max_q} exceeds the model's context of {}",
+                cfg.max_position_embeddings
+            );
+        }
+        let mut cache = model.new_cache(ctx + max_q);
+        let pb = ui.spinner(format!("filling a {ctx}-token context"));
+        tokenswift_infer::generate::prefill(
+            &model,
+            &filler(ctx, cfg.vocab_size),
+            &mut cache,
+            &mut |_| {},
+        )?;
+        pb.finish_and_clear();
+        print!("| {ctx} |");
+        let mut row = Vec::new();
+        for &q in &args.q {
+            let toks = filler(q, cfg.vocab_size);
+            let pos: Vec<usize> = (ctx..ctx + q).collect();
+            let mut times = Vec::new();
+            for _ in 0..args.reps + 1 {
+                let t = Instant::now();
+                let out = model.forward(
+                    &toks,
+                    &pos,
+                    &AttentionMask::Causal,
+                    &mut cache,
+                    LogitRows::All,
+                )?;
+                let _ = logits_to_vec(out.logits.unwrap());
+                times.push(t.elapsed());
+                cache.rollback_to(ctx)?;
+            }
+            times.remove(0); // warm-up
+            let m = median(times);
+            row.push((q, m));
+            print!(" {:.1} |", ms(m));
+        }
+        let get = |q| row.iter().find(|(x, _)| *x == q).map(|(_, d)| ms(*d));
+        match (get(16), get(1)) {
+            (Some(a), Some(b)) => println!(" {:.2} |", a / b),
+            _ => println!(" – |"),
+        }
+        base_q1.push((ctx, get(1)));
+    }
+
+    println!(
+        "\n## prefill and decode (greedy; decode includes sampling and the host copy of logits)"
+    );
+    println!("| context | prefill tok/s | decode tok/s | ms/token |");
+    println!("|---|---|---|---|");
+    let greedy = SamplingConfig::greedy();
+    for &ctx in &args.contexts {
+        let prompt = filler(ctx, cfg.vocab_size);
+        let pb = ui.spinner(format!("prefill {ctx} + decode {}", args.decode_tokens));
+        let (_, stats) = generate_ar(
+            &model,
+            &prompt,
+            args.decode_tokens,
+            &greedy,
+            false,
+            &mut |_| Ok(()),
+        )?;
+        pb.finish_and_clear();
+        println!(
+            "| {ctx} | {:.0} | {:.2} | {:.1} |",
+            stats.prefill_tokens_per_second(),
+            stats.decode_tokens_per_second(),
+            1e3 / stats.decode_tokens_per_second()
+        );
+    }
+
+    if let Some(py) = &args.transformers {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_transformers.py");
+        println!(
+            "\n## transformers (PyTorch CPU, same checkpoint, {threads} threads), measured now"
+        );
+        let ctxs: Vec<String> = args.contexts.iter().map(|c| c.to_string()).collect();
+        let qs: Vec<String> = args.q.iter().map(|c| c.to_string()).collect();
+        let status = Command::new(py)
+            .arg(&script)
+            .arg("--model")
+            .arg(&dir)
+            .args([
+                "--contexts",
+                &ctxs.join(","),
+                "--q",
+                &qs.join(","),
+                "--reps",
+                &args.reps.to_string(),
+            ])
+            .args([
+                "--decode-tokens",
+                &args.decode_tokens.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .status()
+            .with_context(|| format!("cannot run {}", py.display()))?;
+        if !status.success() {
+            bail!("{} {} failed", py.display(), script.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Options shared by every subcommand: device choice, sampling flags, progress display.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{DType, Device};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokenswift_infer::hub::resolve_model;
+use tokenswift_infer::model::Model;
+use tokenswift_infer::sampling::SamplingConfig;
+use tokenswift_infer::tokenizer::TextTokenizer;
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// The best compiled-in device: cuda, then vulkan, then flex.
+    Auto,
+    /// burn's flex CPU backend (f32).
+    Flex,
+    /// NVIDIA GPU through CUDA (bf16); needs the `cuda` feature.
+    Cuda,
+    /// Any Vulkan GPU through wgpu (f32); needs the `vulkan` feature.
+    Vulkan,
+}
+
+impl DeviceChoice {
+    /// The device and the weight dtype used on it.
+    pub fn resolve(self) -> Result<(Device, DType)> {
+        match self {
+            Self::Auto => {
+                #[cfg(feature = "cuda")]
+                return Self::Cuda.resolve();
+                #[cfg(all(feature = "vulkan", not(feature = "cuda")))]
+                return Self::Vulkan.resolve();
+                #[cfg(all(feature = "flex", not(feature = "cuda"), not(feature = "vulkan")))]
+                return Self::Flex.resolve();
+                #[allow(unreachable_code)]
+                {
+                    bail!("this binary was built without any backend feature (flex, cuda, vulkan)")
+                }
+            }
+            Self::Flex => {
+                #[cfg(feature = "flex")]
+                return Ok((Device::flex(), DType::F32));
+                #[allow(unreachable_code)]
+                {
+                    bail!("this binary was built without the `flex` feature")
+                }
+            }
+            Self::Cuda => {
+                #[cfg(feature = "cuda")]
+                return Ok((Device::cuda(0), DType::BF16));
+                #[allow(unreachable_code)]
+                {
+                    bail!(
+                        "this binary was built without the `cuda` feature; rebuild with --features cuda (needs network access at build time)"
+                    )
+                }
+            }
+            Self::Vulkan => {
+                #[cfg(feature = "vulkan")]
+                return Ok((
+                    Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
+                    DType::F32,
+                ));
+                #[allow(unreachable_code)]
+                {
+                    bail!(
+                        "this binary was built without the `vulkan` feature; rebuild with --features vulkan"
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// Model selection.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A local checkpoint directory, a known alias (smollm2-135m, qwen2.5-1.5b, qwen2.5-7b,
+    /// qwen2.5-14b, llama3.1-8b, llama2-7b-yarn-128k) or a Hugging Face `org/name`.
+    #[arg(long, env = "TOKENSWIFT_MODEL", default_value = "smollm2-135m")]
+    pub model: String,
+    /// Compute device.
+    #[arg(long, env = "TOKENSWIFT_DEVICE", value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+impl ModelArgs {
+    /// Resolves, fetches if needed, and loads the model and its tokenizer.
+    pub fn load(&self, ui: &Ui) -> Result<(PathBuf, Model, TextTokenizer)> {
+        let dir = resolve_model(&self.model, &|m| ui.note(m))?;
+        let (device, dtype) = self.device.resolve()?;
+        let spinner = ui.spinner(format!("loading {}", dir.display()));
+        let model = Model::load(&dir, &device, dtype)?;
+        let tokenizer = TextTokenizer::load(&dir)?;
+        spinner.finish_and_clear();
+        Ok((dir, model, tokenizer))
+    }
+}
+
+/// Sampling flags, shared by every command that samples.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 = greedy decoding (argmax).
+    #[arg(long, env = "TOKENSWIFT_TEMPERATURE", default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, env = "TOKENSWIFT_TOP_K", default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability (1 = off).
+    #[arg(long, env = "TOKENSWIFT_TOP_P", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens below min-p × the top token's probability (0 = off; paper: 0.1).
+    #[arg(long, env = "TOKENSWIFT_MIN_P", default_value_t = 0.1)]
+    pub min_p: f32,
+    /// The filters above never keep fewer tokens than this.
+    #[arg(long, env = "TOKENSWIFT_MIN_TOKENS_TO_KEEP", default_value_t = 20)]
+    pub min_tokens_to_keep: usize,
+    /// Eta-sampling epsilon (0 = off).
+    #[arg(long, env = "TOKENSWIFT_ETA", default_value_t = 0.0)]
+    pub eta: f32,
+    /// Contextual penalty for tokens in the window (1 = off; paper: 1.2).
+    #[arg(long, env = "TOKENSWIFT_PENALTY", default_value_t = 1.2)]
+    pub penalty: f32,
+    /// Number of most recent tokens the penalty looks at (0 = no penalty).
+    #[arg(long, env = "TOKENSWIFT_PENALTY_WINDOW", default_value_t = 1024)]
+    pub penalty_window: usize,
+    /// Comma-separated token ids that are never generated.
+    #[arg(long, env = "TOKENSWIFT_BAN_TOKENS", value_delimiter = ',')]
+    pub ban_tokens: Vec<u32>,
+    /// Seed of the sampler.
+    #[arg(long, env = "TOKENSWIFT_SEED", default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplingConfig {
+        SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            min_tokens_to_keep: self.min_tokens_to_keep,
+            eta: self.eta,
+            penalty: self.penalty,
+            penalty_window: self.penalty_window,
+            ban_tokens: self.ban_tokens.clone(),
+            seed: self.seed,
+        }
+    }
+}
+
+/// Progress display on stderr, silenced by `--quiet`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub quiet: bool,
+}
+
+impl Ui {
+    pub fn note(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    fn target(&self) -> ProgressDrawTarget {
+        if self.quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        }
+    }
+
+    pub fn spinner(&self, msg: String) -> ProgressBar {
+        let pb = ProgressBar::with_draw_target(None, self.target());
+        pb.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap());
+        pb.set_message(msg);
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    }
+
+    pub fn bar(&self, len: u64, msg: &str) -> ProgressBar {
+        let pb = ProgressBar::with_draw_target(Some(len), self.target());
+        pb.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        pb.set_message(msg.to_string());
+        pb
+    }
+}
+
+/// Reads the prompt from `--prompt` or `--prompt-file`.
+pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<String> {
+    match (prompt, file) {
+        (Some(p), None) => Ok(p.clone()),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the prompt file {}", f.display())),
+        (Some(_), Some(_)) => bail!("give either --prompt or --prompt-file, not both"),
+        (None, None) => bail!("give a prompt with --prompt TEXT or --prompt-file FILE"),
+    }
+}

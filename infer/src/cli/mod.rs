@@ -1,0 +1,4 @@
+pub mod bench;
+pub mod common;
+pub mod fetch;
+pub mod generate;

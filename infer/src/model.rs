@@ -1,0 +1,461 @@
+//! The decoder-only transformer shared by Llama (2, 3.1, YaRN, SmolLM2) and Qwen2/2.5:
+//! RMSNorm, rotary attention with GQA/MHA and optional q/k/v bias, SwiGLU MLP, tied or separate
+//! `lm_head`. The forward pass takes explicit positions and an arbitrary attention mask over
+//! [cached + new] tokens, and returns the last hidden state before the final norm (the draft heads
+//! read it) together with logits.
+//!
+//! Weight names follow the Hugging Face keys; the mapping lives in [`Model::load`] alone.
+
+use std::path::Path;
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+
+use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use crate::error::{InferError, Result};
+use crate::rope::{Rope, apply_rope};
+use crate::weights::Checkpoint;
+
+/// A linear map with an HF `[out, in]` weight, used through a strided transpose (no copy).
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    /// # Shapes
+    /// `x: [rows, in]` → `[rows, out]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.weight.clone().transpose());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        }
+    }
+}
+
+/// Root-mean-square layer norm.
+#[derive(Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor<1>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// # Shapes
+    /// `x: [rows, hidden]` → `[rows, hidden]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let inv = x
+            .clone()
+            .square()
+            .mean_dim(1)
+            .add_scalar(self.eps)
+            .sqrt()
+            .recip();
+        x * inv * self.weight.clone().unsqueeze_dim(0)
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    attention: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// Which tokens attend to which, over `[cached + new]` positions.
+#[derive(Debug, Clone)]
+pub enum AttentionMask {
+    /// Every new token sees the whole cache and the new tokens up to itself.
+    Causal,
+    /// Every new token sees the whole cache; among the `q` new tokens, row `i` sees column `j`
+    /// where `allowed[i * q + j]` (a tree mask: each node sees its ancestors and itself).
+    Tree(Vec<bool>),
+    /// Arbitrary: `allowed[i * (cached + q) + j]` over all positions.
+    Full(Vec<bool>),
+}
+
+/// Which rows get logits (the `lm_head` product is the single largest matmul of a step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    All,
+    Last,
+    None,
+}
+
+/// Result of one forward pass.
+pub struct ForwardOutput {
+    /// Last-layer hidden state before the final norm, `[q, hidden]`.
+    pub hidden: Tensor<2>,
+    /// Logits `[rows, vocab]` for the requested rows (`[0, vocab]`-free: `None` when not asked).
+    pub logits: Option<Tensor<2>>,
+}
+
+/// The base model.
+pub struct Model {
+    config: ModelConfig,
+    embed: Tensor<2>,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Tensor<2>>,
+    rope: Rope,
+    device: Device,
+    dtype: DType,
+}
+
+/// Tensor names of draft heads stored inside a base checkpoint (published TokenSwift layout); the
+/// base loader leaves them to the heads loader.
+pub fn is_head_tensor(name: &str) -> bool {
+    name.starts_with("model.medusa_layers.")
+}
+
+impl Model {
+    /// Loads the checkpoint in `dir` (`config.json` + safetensors) onto `device` as `dtype`.
+    /// Every tensor the model needs must be present with the right shape, and no tensor may be
+    /// left unused (draft heads and rotary buffers excepted).
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(InferError::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            ));
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let mut ckpt = Checkpoint::open(dir)?;
+        let model = Self::from_checkpoint(config, &mut ckpt, device, dtype)?;
+        let tied = model.config.tie_word_embeddings;
+        let unused = ckpt.unused(|n| {
+            is_head_tensor(n)
+                || n.ends_with("rotary_emb.inv_freq")
+                || (tied && n == "lm_head.weight")
+        });
+        if !unused.is_empty() {
+            return Err(InferError::UnusedTensors {
+                dir: dir.to_path_buf(),
+                names: unused.join(", "),
+            });
+        }
+        Ok(model)
+    }
+
+    /// Builds the model from an open checkpoint (the one place where HF names are mapped).
+    pub fn from_checkpoint(
+        config: ModelConfig,
+        ckpt: &mut Checkpoint,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let c = &config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let q_out = c.num_heads * hd;
+        let kv_out = c.num_kv_heads * hd;
+        let linear = |ckpt: &mut Checkpoint,
+                      name: &str,
+                      out: usize,
+                      inp: usize,
+                      bias: bool|
+         -> Result<Linear> {
+            Ok(Linear {
+                weight: ckpt.tensor(&format!("{name}.weight"), [out, inp], device, dtype)?,
+                bias: if bias {
+                    Some(ckpt.tensor(&format!("{name}.bias"), [out], device, dtype)?)
+                } else {
+                    None
+                },
+            })
+        };
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = format!("model.layers.{i}");
+            let b = c.attention_bias;
+            let attention = Attention {
+                q: linear(ckpt, &format!("{p}.self_attn.q_proj"), q_out, h, b)?,
+                k: linear(ckpt, &format!("{p}.self_attn.k_proj"), kv_out, h, b)?,
+                v: linear(ckpt, &format!("{p}.self_attn.v_proj"), kv_out, h, b)?,
+                o: linear(ckpt, &format!("{p}.self_attn.o_proj"), h, q_out, false)?,
+            };
+            let mlp = Mlp {
+                gate: linear(
+                    ckpt,
+                    &format!("{p}.mlp.gate_proj"),
+                    c.intermediate_size,
+                    h,
+                    false,
+                )?,
+                up: linear(
+                    ckpt,
+                    &format!("{p}.mlp.up_proj"),
+                    c.intermediate_size,
+                    h,
+                    false,
+                )?,
+                down: linear(
+                    ckpt,
+                    &format!("{p}.mlp.down_proj"),
+                    h,
+                    c.intermediate_size,
+                    false,
+                )?,
+            };
+            blocks.push(Block {
+                input_norm: RmsNorm {
+                    weight: ckpt.tensor(
+                        &format!("{p}.input_layernorm.weight"),
+                        [h],
+                        device,
+                        dtype,
+                    )?,
+                    eps: c.rms_norm_eps,
+                },
+                attention,
+                post_norm: RmsNorm {
+                    weight: ckpt.tensor(
+                        &format!("{p}.post_attention_layernorm.weight"),
+                        [h],
+                        device,
+                        dtype,
+                    )?,
+                    eps: c.rms_norm_eps,
+                },
+                mlp,
+            });
+        }
+        let embed = ckpt.tensor(
+            "model.embed_tokens.weight",
+            [c.vocab_size, h],
+            device,
+            dtype,
+        )?;
+        let norm = RmsNorm {
+            weight: ckpt.tensor("model.norm.weight", [h], device, dtype)?,
+            eps: c.rms_norm_eps,
+        };
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(ckpt.tensor("lm_head.weight", [c.vocab_size, h], device, dtype)?)
+        };
+        Ok(Self {
+            rope: Rope::new(c),
+            config,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A cache for this model with room for `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(&self.config, capacity, &self.device, self.dtype)
+    }
+
+    /// The `lm_head` weight `[vocab, hidden]` (the embedding when tied).
+    pub fn lm_head_weight(&self) -> &Tensor<2> {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The embedding matrix `[vocab, hidden]`.
+    pub fn embedding_weight(&self) -> &Tensor<2> {
+        &self.embed
+    }
+
+    /// The final norm applied before `lm_head`.
+    pub fn final_norm(&self) -> &RmsNorm {
+        &self.norm
+    }
+
+    /// `lm_head(norm(hidden))`.
+    ///
+    /// # Shapes
+    /// `hidden: [rows, hidden]` → `[rows, vocab]`
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        self.norm
+            .forward(hidden)
+            .matmul(self.lm_head_weight().clone().transpose())
+    }
+
+    /// Runs `tokens` at `positions` through the model, appending their keys/values to `cache`.
+    ///
+    /// # Shapes
+    /// returns `hidden: [q, hidden]`, `logits: [q | 1, vocab]`
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        positions: &[usize],
+        mask: &AttentionMask,
+        cache: &mut KvCache,
+        rows: LogitRows,
+    ) -> Result<ForwardOutput> {
+        let q = tokens.len();
+        if q == 0 || positions.len() != q {
+            return Err(InferError::Context(format!(
+                "a forward pass needs one position per token (got {q} tokens, {} positions)",
+                positions.len()
+            )));
+        }
+        if let Some(&p) = positions.iter().max()
+            && p >= self.config.max_position_embeddings
+        {
+            return Err(InferError::Context(format!(
+                "position {p} is beyond the model's context of {} tokens",
+                self.config.max_position_embeddings
+            )));
+        }
+        if let Some(&t) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(InferError::Context(format!(
+                "token id {t} is outside the vocabulary of {} tokens",
+                self.config.vocab_size
+            )));
+        }
+        cache.ensure_room(q)?;
+        let total = cache.len() + q;
+        let bias = self.mask_bias(mask, q, total)?;
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [q]), &self.device);
+        let mut x = self.embed.clone().select(0, ids);
+        let (mut cos, mut sin) = self.rope.cos_sin(positions, &self.device);
+        if self.dtype != DType::F32 {
+            cos = cos.cast(self.dtype);
+            sin = sin.cast(self.dtype);
+        }
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let a = self.attention(
+                layer,
+                block,
+                block.input_norm.forward(x.clone()),
+                &cos,
+                &sin,
+                bias.as_ref(),
+                cache,
+            );
+            x = x + a;
+            let m = &block.mlp;
+            let hn = block.post_norm.forward(x.clone());
+            let act = silu(m.gate.forward(hn.clone())) * m.up.forward(hn);
+            x = x + m.down.forward(act);
+        }
+        cache.commit(q);
+        let logits = match rows {
+            LogitRows::All => Some(self.logits(x.clone())),
+            LogitRows::Last => Some(self.logits(x.clone().narrow(0, q - 1, 1))),
+            LogitRows::None => None,
+        };
+        Ok(ForwardOutput { hidden: x, logits })
+    }
+
+    /// Additive bias `[q, total]` (0 or -inf), or `None` when every new token sees every position.
+    fn mask_bias(&self, mask: &AttentionMask, q: usize, total: usize) -> Result<Option<Tensor<2>>> {
+        let cached = total - q;
+        let allowed: Vec<bool> = match mask {
+            AttentionMask::Causal if q == 1 => return Ok(None),
+            AttentionMask::Causal => (0..q)
+                .flat_map(|i| (0..total).map(move |j| j <= cached + i))
+                .collect(),
+            AttentionMask::Tree(t) => {
+                if t.len() != q * q {
+                    return Err(InferError::Context(format!(
+                        "a tree mask for {q} tokens needs {} entries, got {}",
+                        q * q,
+                        t.len()
+                    )));
+                }
+                (0..q)
+                    .flat_map(|i| (0..total).map(move |j| j < cached || t[i * q + j - cached]))
+                    .collect()
+            }
+            AttentionMask::Full(f) => {
+                if f.len() != q * total {
+                    return Err(InferError::Context(format!(
+                        "a full mask for {q} tokens over {total} positions needs {} entries, got {}",
+                        q * total,
+                        f.len()
+                    )));
+                }
+                f.clone()
+            }
+        };
+        let bias: Vec<f32> = allowed
+            .iter()
+            .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
+        let t = Tensor::<2>::from_data(TensorData::new(bias, [q, total]), &self.device);
+        Ok(Some(if self.dtype == DType::F32 {
+            t
+        } else {
+            t.cast(self.dtype)
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: usize,
+        block: &Block,
+        x: Tensor<2>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        bias: Option<&Tensor<2>>,
+        cache: &mut KvCache,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let [q, _] = x.dims();
+        let (nh, nkv, hd, group) = (c.num_heads, c.num_kv_heads, c.head_dim, c.group_size());
+        let att = &block.attention;
+        let heads = |t: Tensor<2>, n: usize| t.reshape([q, n, hd]).swap_dims(0, 1);
+        let qh = apply_rope(heads(att.q.forward(x.clone()), nh), cos, sin);
+        let kh = apply_rope(heads(att.k.forward(x.clone()), nkv), cos, sin);
+        let vh = heads(att.v.forward(x), nkv);
+        let (keys, values) = cache.write_and_view(layer, kh, vh);
+        let total = keys.dims()[1];
+        // Query heads h = kv * group + g share key/value head kv.
+        let qg = qh.reshape([nkv, group * q, hd]);
+        let scores = qg
+            .matmul(keys.swap_dims(1, 2))
+            .mul_scalar(1.0 / (hd as f64).sqrt());
+        let scores = match bias {
+            Some(b) => (scores.reshape([nkv, group, q, total]) + b.clone().unsqueeze::<4>())
+                .reshape([nkv, group * q, total]),
+            None => scores,
+        };
+        let probs = softmax(scores, 2);
+        let out = probs.matmul(values); // [nkv, group*q, hd]
+        let out = out
+            .reshape([nh, q, hd])
+            .swap_dims(0, 1)
+            .reshape([q, nh * hd]);
+        att.o.forward(out)
+    }
+}

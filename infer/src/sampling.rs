@@ -1,0 +1,485 @@
+//! Logits processing and sampling, shared by every decoder (AR, TokenSwift draft and verify), so
+//! that the same settings give the same distribution everywhere.
+//!
+//! Order (as the TokenSwift reference): banned tokens → temperature → contextual penalty over the
+//! row's own window → min-p → eta → top-k → top-p → softmax. Temperature 0 is true greedy decoding:
+//! ban, penalty, argmax.
+
+use std::collections::HashSet;
+
+use crate::error::{InferError, Result};
+
+/// Sampling settings; every field can be set from the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    /// Softmax temperature; 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Nucleus sampling mass in (0, 1]; 1 = off.
+    pub top_p: f32,
+    /// Drop tokens whose probability is below `min_p` × the top probability; 0 = off.
+    pub min_p: f32,
+    /// The filters never keep fewer tokens than this.
+    pub min_tokens_to_keep: usize,
+    /// Eta-sampling epsilon; 0 = off.
+    pub eta: f32,
+    /// Contextual penalty on tokens seen in the window (logit < 0: ×p, else ÷p); 1 = off.
+    pub penalty: f32,
+    /// How many most recent tokens the penalty looks at; 0 = no penalty window.
+    pub penalty_window: usize,
+    /// Token ids that are never produced.
+    pub ban_tokens: Vec<u32>,
+    /// Seed of the sampler's random stream.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    /// The paper's setting: temperature 1, min-p 0.1 (keeping at least 20), penalty 1.2 over the
+    /// last 1024 tokens.
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.1,
+            min_tokens_to_keep: 20,
+            eta: 0.0,
+            penalty: 1.2,
+            penalty_window: 1024,
+            ban_tokens: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// Greedy decoding with no penalty.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            min_p: 0.0,
+            penalty: 1.0,
+            penalty_window: 0,
+            min_tokens_to_keep: 1,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// Checks every value, naming the flag at fault.
+    pub fn validate(&self, vocab_size: usize) -> Result<()> {
+        let bad = |m: String| Err(InferError::Sampling(m));
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad(format!(
+                "--temperature must be ≥ 0 (0 = greedy), got {}",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("--top-p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("--min-p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(0.0..1.0).contains(&self.eta) {
+            return bad(format!("--eta must be in [0, 1), got {}", self.eta));
+        }
+        if !self.penalty.is_finite() || self.penalty <= 0.0 {
+            return bad(format!(
+                "--penalty must be > 0 (1 = off), got {}",
+                self.penalty
+            ));
+        }
+        if self.min_tokens_to_keep == 0 {
+            return bad("--min-tokens-to-keep must be at least 1".into());
+        }
+        if let Some(t) = self.ban_tokens.iter().find(|&&t| t as usize >= vocab_size) {
+            return bad(format!(
+                "--ban-tokens id {t} is outside the vocabulary of {vocab_size} tokens"
+            ));
+        }
+        if self.ban_tokens.len() >= vocab_size {
+            return bad("--ban-tokens bans the whole vocabulary".into());
+        }
+        Ok(())
+    }
+}
+
+/// A processed next-token distribution: candidate tokens, most likely first, with probabilities
+/// summing to 1 (greedy: the argmax alone, probability 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenDistribution {
+    pub tokens: Vec<u32>,
+    pub probs: Vec<f32>,
+}
+
+impl TokenDistribution {
+    /// Draws one token with one uniform number `u` in [0, 1).
+    pub fn sample_with(&self, u: f64) -> u32 {
+        let mut acc = 0.0f64;
+        for (&t, &p) in self.tokens.iter().zip(&self.probs) {
+            acc += f64::from(p);
+            if u < acc {
+                return t;
+            }
+        }
+        *self
+            .tokens
+            .last()
+            .expect("a distribution has at least one token")
+    }
+
+    /// The most likely token.
+    pub fn argmax(&self) -> u32 {
+        self.tokens[0]
+    }
+}
+
+/// The tokens the contextual penalty applies to: the last `window` tokens of `history` followed by
+/// `path` (a tree node sees its own ancestors as the most recent tokens).
+pub fn penalty_window_tokens(history: &[u32], path: &[u32], window: usize) -> Vec<u32> {
+    if window == 0 {
+        return Vec::new();
+    }
+    let from_path = path.len().min(window);
+    let from_history = (window - from_path).min(history.len());
+    let mut v: Vec<u32> = history[history.len() - from_history..]
+        .iter()
+        .chain(&path[path.len() - from_path..])
+        .copied()
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Applies the deterministic part of processing (ban, temperature, penalty) in place.
+/// `penalised` must be deduplicated (see [`penalty_window_tokens`]).
+pub fn adjust_logits(cfg: &SamplingConfig, logits: &mut [f32], penalised: &[u32]) {
+    for &t in &cfg.ban_tokens {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+    if cfg.temperature > 0.0 && cfg.temperature != 1.0 {
+        let inv = 1.0 / cfg.temperature;
+        logits.iter_mut().for_each(|l| *l *= inv);
+    }
+    if cfg.penalty != 1.0 && cfg.penalty_window > 0 {
+        for &t in penalised {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l < 0.0 {
+                    *l * cfg.penalty
+                } else {
+                    *l / cfg.penalty
+                };
+            }
+        }
+    }
+}
+
+/// Indices of the `k` largest values, largest first.
+pub fn top_k_indices(values: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(values.len());
+    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
+    if k < idx.len() && k > 0 {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            values[b as usize].total_cmp(&values[a as usize])
+        });
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(|&a, &b| {
+        values[b as usize]
+            .total_cmp(&values[a as usize])
+            .then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx
+}
+
+/// Processes one row of logits (modified in place) into the distribution to sample from.
+pub fn distribution(
+    cfg: &SamplingConfig,
+    logits: &mut [f32],
+    penalised: &[u32],
+) -> TokenDistribution {
+    adjust_logits(cfg, logits, penalised);
+    if cfg.is_greedy() {
+        let best = argmax(logits);
+        return TokenDistribution {
+            tokens: vec![best],
+            probs: vec![1.0],
+        };
+    }
+    let keep_min = cfg.min_tokens_to_keep.max(1);
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Unnormalised probabilities; the normaliser is computed in f64 for stability.
+    let z: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let prob = |l: f32| (f64::from((l - max).exp()) / z) as f32;
+    // Candidate set: everything with nonzero mass, then narrowed by min-p / eta.
+    let mut threshold = 0.0f32;
+    if cfg.min_p > 0.0 {
+        threshold = threshold.max(cfg.min_p * prob(max));
+    }
+    if cfg.eta > 0.0 {
+        let entropy: f64 = logits
+            .iter()
+            .map(|&l| {
+                let p = f64::from((l - max).exp()) / z;
+                if p > 0.0 { -p * p.ln() } else { 0.0 }
+            })
+            .sum();
+        let eps = f64::from(cfg.eta);
+        let eta = eps.min(eps.sqrt() * (-entropy).exp());
+        threshold = threshold.max(eta as f32);
+    }
+    let mut cand: Vec<u32> = (0..logits.len() as u32)
+        .filter(|&i| {
+            let l = logits[i as usize];
+            l > f32::NEG_INFINITY && prob(l) >= threshold
+        })
+        .collect();
+    if cand.len() < keep_min {
+        cand = top_k_indices(logits, keep_min);
+    }
+    cand.sort_unstable_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    cand.retain(|&i| logits[i as usize] > f32::NEG_INFINITY);
+    if cfg.top_k > 0 {
+        cand.truncate(cfg.top_k.max(keep_min));
+    }
+    if cfg.top_p < 1.0 {
+        // Remove the low tail whose cumulative mass (ascending) stays within 1 - top_p.
+        let total: f64 = cand
+            .iter()
+            .map(|&i| f64::from(prob(logits[i as usize])))
+            .sum();
+        let mut acc = 0.0f64;
+        let mut cut = cand.len();
+        for (pos, &i) in cand.iter().enumerate().rev() {
+            acc += f64::from(prob(logits[i as usize])) / total;
+            if acc <= f64::from(1.0 - cfg.top_p) {
+                cut = pos;
+            } else {
+                break;
+            }
+        }
+        cand.truncate(cut.max(keep_min).min(cand.len()));
+    }
+    let weights: Vec<f64> = cand
+        .iter()
+        .map(|&i| f64::from((logits[i as usize] - max).exp()))
+        .collect();
+    let sum: f64 = weights.iter().sum();
+    TokenDistribution {
+        probs: weights.iter().map(|w| (w / sum) as f32).collect(),
+        tokens: cand,
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The sampler's random stream: xoshiro256** seeded through SplitMix64, so a seed gives the same
+/// tokens on every platform and every version of this crate.
+#[derive(Debug, Clone)]
+pub struct SamplerRng {
+    s: [u64; 4],
+}
+
+impl SamplerRng {
+    pub fn new(seed: u64) -> Self {
+        let mut x = seed;
+        let mut next = || {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        Self {
+            s: [next(), next(), next(), next()],
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        result
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Unique tokens in a slice (helper for callers that build windows themselves).
+pub fn unique(tokens: &[u32]) -> Vec<u32> {
+    let set: HashSet<u32> = tokens.iter().copied().collect();
+    let mut v: Vec<u32> = set.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SamplingConfig {
+        SamplingConfig {
+            min_p: 0.0,
+            min_tokens_to_keep: 1,
+            penalty: 1.0,
+            penalty_window: 0,
+            ..SamplingConfig::default()
+        }
+    }
+
+    #[test]
+    fn greedy_is_argmax_after_penalty_and_ban() {
+        let c = SamplingConfig {
+            penalty: 2.0,
+            penalty_window: 4,
+            ban_tokens: vec![3],
+            ..SamplingConfig::greedy()
+        };
+        // token 0 is best (4.0) but penalised to 2.0; token 3 is banned; token 2 wins with 3.0.
+        let mut l = vec![4.0, 1.0, 3.0, 9.0];
+        let d = distribution(&c, &mut l, &penalty_window_tokens(&[0, 1], &[], 4));
+        assert_eq!(d.tokens, vec![2]);
+    }
+
+    #[test]
+    fn penalty_multiplies_negatives_and_divides_positives() {
+        let c = SamplingConfig {
+            penalty: 1.2,
+            penalty_window: 8,
+            ..cfg()
+        };
+        let mut l = vec![-1.0, 1.2, 5.0];
+        adjust_logits(&c, &mut l, &[0, 1]);
+        assert_eq!(l, vec![-1.2, 1.0, 5.0]);
+    }
+
+    #[test]
+    fn window_takes_path_as_most_recent() {
+        assert_eq!(
+            penalty_window_tokens(&[1, 2, 3, 4], &[7, 8], 3),
+            vec![4, 7, 8]
+        );
+        assert_eq!(penalty_window_tokens(&[1, 2], &[5, 6, 7], 2), vec![6, 7]);
+        assert!(penalty_window_tokens(&[1, 2], &[5], 0).is_empty());
+    }
+
+    #[test]
+    fn min_p_keeps_at_least_min_tokens() {
+        // probs ∝ e^{0, -1, -5, -10}: min-p 0.2 keeps tokens with p ≥ 0.2·p_max: 0 and 1.
+        let mut c = cfg();
+        c.min_p = 0.2;
+        let d = distribution(&c, &mut vec![0.0, -1.0, -5.0, -10.0], &[]);
+        assert_eq!(d.tokens, vec![0, 1]);
+        let e1 = (-1.0f64).exp();
+        assert!((f64::from(d.probs[1]) - e1 / (1.0 + e1)).abs() < 1e-6);
+        c.min_tokens_to_keep = 3;
+        let d = distribution(&c, &mut vec![0.0, -1.0, -5.0, -10.0], &[]);
+        assert_eq!(d.tokens, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn top_p_and_top_k_by_hand() {
+        // probs 0.5, 0.25, 0.125, 0.125
+        let l = [0.5f32.ln(), 0.25f32.ln(), 0.125f32.ln(), 0.125f32.ln()];
+        let mut c = cfg();
+        c.top_p = 0.7;
+        let d = distribution(&c, &mut l.to_vec(), &[]);
+        assert_eq!(d.tokens, vec![0, 1]);
+        c.top_p = 1.0;
+        c.top_k = 3;
+        let d = distribution(&c, &mut l.to_vec(), &[]);
+        assert_eq!(d.tokens, vec![0, 1, 2]);
+        assert!((d.probs[0] - 0.5 / 0.875).abs() < 1e-6);
+    }
+
+    #[test]
+    fn eta_drops_tokens_below_the_entropy_threshold() {
+        let mut c = cfg();
+        c.eta = 0.08; // H(0.9, 0.09, 0.01) ≈ 0.358: threshold = min(0.08, √0.08·e^{-H} ≈ 0.198) = 0.08
+        let l = [0.9f32.ln(), 0.09f32.ln(), 0.01f32.ln()];
+        let d = distribution(&c, &mut l.to_vec(), &[]);
+        assert_eq!(d.tokens, vec![0, 1]);
+    }
+
+    #[test]
+    fn seeded_sampling_is_reproducible_and_matches_the_distribution() {
+        let d = TokenDistribution {
+            tokens: vec![5, 6, 7],
+            probs: vec![0.5, 0.3, 0.2],
+        };
+        let mut a = SamplerRng::new(42);
+        let mut b = SamplerRng::new(42);
+        let xs: Vec<u32> = (0..100).map(|_| d.sample_with(a.uniform())).collect();
+        let ys: Vec<u32> = (0..100).map(|_| d.sample_with(b.uniform())).collect();
+        assert_eq!(xs, ys);
+        // Chi-square goodness of fit over 30 000 draws, 2 degrees of freedom: 13.8 is p = 0.001.
+        let n = 30_000;
+        let mut counts = [0f64; 3];
+        let mut r = SamplerRng::new(7);
+        for _ in 0..n {
+            counts[(d.sample_with(r.uniform()) - 5) as usize] += 1.0;
+        }
+        let chi: f64 = counts
+            .iter()
+            .zip(&d.probs)
+            .map(|(c, &p)| {
+                let e = n as f64 * f64::from(p);
+                (c - e).powi(2) / e
+            })
+            .sum();
+        assert!(chi < 13.8, "chi-square {chi}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_the_flag_name() {
+        let mut c = SamplingConfig::default();
+        c.top_p = 0.0;
+        assert!(c.validate(10).unwrap_err().to_string().contains("--top-p"));
+        let mut c = SamplingConfig::default();
+        c.temperature = -1.0;
+        assert!(
+            c.validate(10)
+                .unwrap_err()
+                .to_string()
+                .contains("--temperature")
+        );
+        let mut c = SamplingConfig::default();
+        c.ban_tokens = vec![10];
+        assert!(
+            c.validate(10)
+                .unwrap_err()
+                .to_string()
+                .contains("--ban-tokens")
+        );
+        assert!(SamplingConfig::default().validate(10).is_ok());
+    }
+}

@@ -1,0 +1,170 @@
+//! Reading Hugging Face safetensors checkpoints (single file or sharded with
+//! `model.safetensors.index.json`), memory-mapped, with a record of which tensors were used so the
+//! loader can prove nothing is missing and nothing is left over.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+
+use crate::error::{InferError, Result};
+
+/// Memory-mapped safetensors shards of one checkpoint directory.
+pub struct Checkpoint {
+    dir: PathBuf,
+    shards: Vec<(PathBuf, Mmap)>,
+    /// tensor name → shard index
+    index: BTreeMap<String, usize>,
+    used: BTreeSet<String>,
+}
+
+impl Checkpoint {
+    /// Opens `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index_path.exists() {
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| InferError::io(&index_path, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| InferError::Safetensors {
+                    path: index_path.clone(),
+                    reason: format!("the shard index is not valid JSON ({e})"),
+                })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| InferError::Safetensors {
+                    path: index_path.clone(),
+                    reason: "the shard index has no `weight_map`".into(),
+                })?;
+            let names: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
+            names.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            let single = dir.join("model.safetensors");
+            if !single.exists() {
+                return Err(InferError::io(
+                    &single,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no model.safetensors or model.safetensors.index.json",
+                    ),
+                ));
+            }
+            vec![single]
+        };
+        let mut shards = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in files {
+            let file = std::fs::File::open(&path).map_err(|e| InferError::io(&path, e))?;
+            // SAFETY: the checkpoint is treated as read-only for the life of the map.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| InferError::io(&path, e))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| InferError::Safetensors {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            for name in st.names() {
+                index.insert(name.to_string(), shards.len());
+            }
+            shards.push((path, mmap));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            shards,
+            index,
+            used: BTreeSet::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// All tensor names in the checkpoint.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.index.keys()
+    }
+
+    /// Reads tensor `name` as f32 values, checking its shape is `expected`.
+    pub fn read_f32(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let shard = *self
+            .index
+            .get(name)
+            .ok_or_else(|| InferError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
+        let (path, mmap) = &self.shards[shard];
+        let st = SafeTensors::deserialize(mmap).map_err(|e| InferError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let view = st.tensor(name).map_err(|e| InferError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if view.shape() != expected {
+            return Err(InferError::TensorShape {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+                found: view.shape().to_vec(),
+                expected: expected.to_vec(),
+            });
+        }
+        let data = view.data();
+        let values = match view.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(InferError::TensorDtype {
+                    dir: self.dir.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        self.used.insert(name.to_string());
+        Ok(values)
+    }
+
+    /// Reads tensor `name` onto `device` as `dtype`.
+    pub fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor<D>> {
+        let values = self.read_f32(name, &shape)?;
+        let t = Tensor::<D>::from_data(TensorData::new(values, shape), device);
+        Ok(if dtype == DType::F32 {
+            t
+        } else {
+            t.cast(dtype)
+        })
+    }
+
+    /// Names never read, except those `ignore` accepts.
+    pub fn unused(&self, ignore: impl Fn(&str) -> bool) -> Vec<String> {
+        self.index
+            .keys()
+            .filter(|n| !self.used.contains(*n) && !ignore(n))
+            .cloned()
+            .collect()
+    }
+}
