@@ -11,6 +11,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
+pub mod kernels;
 pub mod model;
 pub mod rope;
 pub mod sampling;

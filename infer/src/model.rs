@@ -7,6 +7,7 @@
 //! Weight names follow the Hugging Face keys; the mapping lives in [`Model::load`] alone.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -14,21 +15,61 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{InferError, Result};
+use crate::kernels::{PackedMatrix, matmul_packed};
 use crate::rope::{Rope, apply_rope};
 use crate::weights::Checkpoint;
 
-/// A linear map with an HF `[out, in]` weight, used through a strided transpose (no copy).
+/// The weight of a linear map.
+#[derive(Clone)]
+pub enum LinearWeight {
+    /// HF `[out, in]` weight on the device, used through a strided transpose (no copy).
+    Tensor(Tensor<2>),
+    /// Packed for the CPU skinny-matmul kernel (flex, f32): see [`crate::kernels`].
+    Packed(Arc<PackedMatrix>),
+}
+
+/// A linear map.
 #[derive(Clone)]
 pub struct Linear {
-    pub weight: Tensor<2>,
+    pub weight: LinearWeight,
     pub bias: Option<Tensor<1>>,
+}
+
+/// Whether `device` is burn's flex CPU device (where the packed kernels are used).
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// `x · Wᵀ` with a packed weight: the activations (a few rows) go to the host and back.
+pub fn packed_matmul(x: Tensor<2>, w: &PackedMatrix) -> Tensor<2> {
+    let [m, k] = x.dims();
+    debug_assert_eq!(k, w.cols());
+    let device = x.device();
+    let xs = x
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32 activations");
+    let mut y = vec![0f32; m * w.rows()];
+    matmul_packed(&xs, m, w, &mut y);
+    Tensor::from_data(TensorData::new(y, [m, w.rows()]), &device)
 }
 
 impl Linear {
     /// # Shapes
     /// `x: [rows, in]` → `[rows, out]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.weight.clone().transpose());
+        let y = match &self.weight {
+            LinearWeight::Tensor(w) => x.matmul(w.clone().transpose()),
+            LinearWeight::Packed(p) => packed_matmul(x, p),
+        };
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
@@ -113,6 +154,8 @@ pub struct Model {
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Option<Tensor<2>>,
+    /// `lm_head` packed for the CPU kernel (flex, f32).
+    lm_head_packed: Option<Arc<PackedMatrix>>,
     rope: Rope,
     device: Device,
     dtype: DType,
@@ -164,14 +207,21 @@ impl Model {
         let (h, hd) = (c.hidden_size, c.head_dim);
         let q_out = c.num_heads * hd;
         let kv_out = c.num_kv_heads * hd;
+        let packed = is_flex(device) && dtype == DType::F32;
         let linear = |ckpt: &mut Checkpoint,
                       name: &str,
                       out: usize,
                       inp: usize,
                       bias: bool|
          -> Result<Linear> {
+            let wname = format!("{name}.weight");
             Ok(Linear {
-                weight: ckpt.tensor(&format!("{name}.weight"), [out, inp], device, dtype)?,
+                weight: if packed {
+                    let w = ckpt.read_f32(&wname, &[out, inp])?;
+                    LinearWeight::Packed(Arc::new(PackedMatrix::pack(&w, out, inp)))
+                } else {
+                    LinearWeight::Tensor(ckpt.tensor(&wname, [out, inp], device, dtype)?)
+                },
                 bias: if bias {
                     Some(ckpt.tensor(&format!("{name}.bias"), [out], device, dtype)?)
                 } else {
@@ -250,7 +300,16 @@ impl Model {
         } else {
             Some(ckpt.tensor("lm_head.weight", [c.vocab_size, h], device, dtype)?)
         };
+        let lm_head_packed = if packed {
+            let w = lm_head.as_ref().unwrap_or(&embed).clone();
+            let [n, k] = w.dims();
+            let values = w.into_data().try_into_vec::<f32>().expect("f32 weights");
+            Some(Arc::new(PackedMatrix::pack(&values, n, k)))
+        } else {
+            None
+        };
         Ok(Self {
+            lm_head_packed,
             rope: Rope::new(c),
             config,
             embed,
@@ -299,9 +358,11 @@ impl Model {
     /// # Shapes
     /// `hidden: [rows, hidden]` → `[rows, vocab]`
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        self.norm
-            .forward(hidden)
-            .matmul(self.lm_head_weight().clone().transpose())
+        let normed = self.norm.forward(hidden);
+        match &self.lm_head_packed {
+            Some(p) => packed_matmul(normed, p),
+            None => normed.matmul(self.lm_head_weight().clone().transpose()),
+        }
     }
 
     /// Runs `tokens` at `positions` through the model, appending their keys/values to `cache`.
