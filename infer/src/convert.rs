@@ -78,7 +78,7 @@ pub fn convert_gguf_to_hf(gguf: &GgufFile, out_dir: &Path) -> Result<()> {
     let ctx = gguf.meta_u64(&k("context_length"))? as usize;
     let theta = gguf.meta_f64(&k("rope.freq_base")).unwrap_or(10000.0);
     let eps = gguf.meta_f64(&k("attention.layer_norm_rms_epsilon"))?;
-    if n_head == 0 || n_kv == 0 || hidden % n_head != 0 || n_head % n_kv != 0 {
+    if n_head == 0 || n_kv == 0 || !hidden.is_multiple_of(n_head) || !n_head.is_multiple_of(n_kv) {
         return Err(gguf_err(
             gguf,
             format!("inconsistent head counts: hidden {hidden}, heads {n_head}, kv heads {n_kv}"),

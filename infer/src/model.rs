@@ -23,7 +23,7 @@ use crate::weights::Checkpoint;
 #[derive(Clone)]
 pub enum LinearWeight {
     /// HF `[out, in]` weight on the device, used through a strided transpose (no copy).
-    Tensor(Tensor<2>),
+    Tensor(Box<Tensor<2>>),
     /// Packed for the CPU skinny-matmul kernel (flex, f32): see [`crate::kernels`].
     Packed(Arc<PackedMatrix>),
 }
@@ -67,7 +67,7 @@ impl Linear {
     /// `x: [rows, in]` → `[rows, out]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let y = match &self.weight {
-            LinearWeight::Tensor(w) => x.matmul(w.clone().transpose()),
+            LinearWeight::Tensor(w) => x.matmul((**w).clone().transpose()),
             LinearWeight::Packed(p) => packed_matmul(x, p),
         };
         match &self.bias {
@@ -220,7 +220,12 @@ impl Model {
                     let w = ckpt.read_f32(&wname, &[out, inp])?;
                     LinearWeight::Packed(Arc::new(PackedMatrix::pack(&w, out, inp)))
                 } else {
-                    LinearWeight::Tensor(ckpt.tensor(&wname, [out, inp], device, dtype)?)
+                    LinearWeight::Tensor(Box::new(ckpt.tensor(
+                        &wname,
+                        [out, inp],
+                        device,
+                        dtype,
+                    )?))
                 },
                 bias: if bias {
                     Some(ckpt.tensor(&format!("{name}.bias"), [out], device, dtype)?)

@@ -397,12 +397,12 @@ mod tests {
         // probs ∝ e^{0, -1, -5, -10}: min-p 0.2 keeps tokens with p ≥ 0.2·p_max: 0 and 1.
         let mut c = cfg();
         c.min_p = 0.2;
-        let d = distribution(&c, &mut vec![0.0, -1.0, -5.0, -10.0], &[]);
+        let d = distribution(&c, &mut [0.0, -1.0, -5.0, -10.0], &[]);
         assert_eq!(d.tokens, vec![0, 1]);
         let e1 = (-1.0f64).exp();
         assert!((f64::from(d.probs[1]) - e1 / (1.0 + e1)).abs() < 1e-6);
         c.min_tokens_to_keep = 3;
-        let d = distribution(&c, &mut vec![0.0, -1.0, -5.0, -10.0], &[]);
+        let d = distribution(&c, &mut [0.0, -1.0, -5.0, -10.0], &[]);
         assert_eq!(d.tokens, vec![0, 1, 2]);
     }
 
@@ -461,19 +461,25 @@ mod tests {
 
     #[test]
     fn invalid_values_are_rejected_with_the_flag_name() {
-        let mut c = SamplingConfig::default();
-        c.top_p = 0.0;
+        let c = SamplingConfig {
+            top_p: 0.0,
+            ..SamplingConfig::default()
+        };
         assert!(c.validate(10).unwrap_err().to_string().contains("--top-p"));
-        let mut c = SamplingConfig::default();
-        c.temperature = -1.0;
+        let c = SamplingConfig {
+            temperature: -1.0,
+            ..SamplingConfig::default()
+        };
         assert!(
             c.validate(10)
                 .unwrap_err()
                 .to_string()
                 .contains("--temperature")
         );
-        let mut c = SamplingConfig::default();
-        c.ban_tokens = vec![10];
+        let c = SamplingConfig {
+            ban_tokens: vec![10],
+            ..SamplingConfig::default()
+        };
         assert!(
             c.validate(10)
                 .unwrap_err()
