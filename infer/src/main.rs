@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Cli {
     /// No progress bars or notes on stderr.
-    #[arg(long, global = true, env = "TOKENSWIFT_QUIET")]
+    #[arg(long, global = true, env = "TOKENSWIFT_QUIET", value_parser = clap::builder::BoolishValueParser::new())]
     quiet: bool,
     #[command(subcommand)]
     command: Command,

@@ -104,25 +104,50 @@ impl ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
     /// Softmax temperature; 0 = greedy decoding (argmax).
-    #[arg(long, env = "TOKENSWIFT_TEMPERATURE", default_value_t = 1.0)]
+    #[arg(
+        long,
+        env = "TOKENSWIFT_TEMPERATURE",
+        allow_negative_numbers = true,
+        default_value_t = 1.0
+    )]
     pub temperature: f32,
     /// Keep only the k most likely tokens (0 = off).
     #[arg(long, env = "TOKENSWIFT_TOP_K", default_value_t = 0)]
     pub top_k: usize,
     /// Nucleus sampling: keep the smallest set of tokens with this much probability (1 = off).
-    #[arg(long, env = "TOKENSWIFT_TOP_P", default_value_t = 1.0)]
+    #[arg(
+        long,
+        env = "TOKENSWIFT_TOP_P",
+        allow_negative_numbers = true,
+        default_value_t = 1.0
+    )]
     pub top_p: f32,
     /// Drop tokens below min-p × the top token's probability (0 = off; paper: 0.1).
-    #[arg(long, env = "TOKENSWIFT_MIN_P", default_value_t = 0.1)]
+    #[arg(
+        long,
+        env = "TOKENSWIFT_MIN_P",
+        allow_negative_numbers = true,
+        default_value_t = 0.1
+    )]
     pub min_p: f32,
     /// The filters above never keep fewer tokens than this.
     #[arg(long, env = "TOKENSWIFT_MIN_TOKENS_TO_KEEP", default_value_t = 20)]
     pub min_tokens_to_keep: usize,
     /// Eta-sampling epsilon (0 = off).
-    #[arg(long, env = "TOKENSWIFT_ETA", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "TOKENSWIFT_ETA",
+        allow_negative_numbers = true,
+        default_value_t = 0.0
+    )]
     pub eta: f32,
     /// Contextual penalty for tokens in the window (1 = off; paper: 1.2).
-    #[arg(long, env = "TOKENSWIFT_PENALTY", default_value_t = 1.2)]
+    #[arg(
+        long,
+        env = "TOKENSWIFT_PENALTY",
+        allow_negative_numbers = true,
+        default_value_t = 1.2
+    )]
     pub penalty: f32,
     /// Number of most recent tokens the penalty looks at (0 = no penalty).
     #[arg(long, env = "TOKENSWIFT_PENALTY_WINDOW", default_value_t = 1024)]

@@ -47,6 +47,8 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
         bail!("--max-new-tokens must be at least 1");
     }
     let sampling = args.sampling.config();
+    // Ranges first (before anything is loaded); token ids once the vocabulary is known.
+    sampling.validate(usize::MAX)?;
     let (_dir, model, tokenizer) = args.model.load(&ui)?;
     sampling.validate(model.config().vocab_size)?;
     let mut ids = tokenizer.encode(&text)?;
