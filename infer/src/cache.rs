@@ -1,77 +1,33 @@
 //! The key/value cache: preallocated once per session for every layer, written in place, with
 //! bounds-checked `rollback_to`, `reset` and `keep` (compaction of an accepted tree path).
-//!
-//! On flex (f32) the cache lives in host memory and attention runs on the multi-threaded CPU
-//! kernel ([`crate::attention_cpu`]); elsewhere it is a device tensor per layer.
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::config::ModelConfig;
 use crate::error::{InferError, Result};
 
-enum Storage {
-    /// `[kv_heads, capacity, head_dim]` per layer (an `Option` so it can be moved out and
-    /// updated in place while uniquely owned).
-    Device {
-        keys: Vec<Option<Tensor<3>>>,
-        values: Vec<Option<Tensor<3>>>,
-    },
-    /// `[kv_heads][capacity][head_dim]` per layer.
-    Host {
-        keys: Vec<Vec<f32>>,
-        values: Vec<Vec<f32>>,
-        device: Device,
-    },
-}
-
-/// Keys and values of every layer, filled up to `len`.
+/// Keys and values of every layer, `[kv_heads, capacity, head_dim]` each, filled up to `len`.
 pub struct KvCache {
-    storage: Storage,
+    keys: Vec<Option<Tensor<3>>>,
+    values: Vec<Option<Tensor<3>>>,
     len: usize,
     capacity: usize,
-    kv_heads: usize,
-    head_dim: usize,
 }
 
 impl KvCache {
-    /// Allocates a cache of `capacity` positions for every layer of `config`, in host memory
-    /// when `host` (the CPU kernel path; f32 only), else on `device` as `dtype`.
-    pub fn new(
-        config: &ModelConfig,
-        capacity: usize,
-        device: &Device,
-        dtype: DType,
-        host: bool,
-    ) -> Self {
-        let (h, d) = (config.num_kv_heads, config.head_dim);
-        let storage = if host {
-            let make = || {
-                (0..config.num_layers)
-                    .map(|_| vec![0f32; h * capacity * d])
-                    .collect()
-            };
-            Storage::Host {
-                keys: make(),
-                values: make(),
-                device: device.clone(),
-            }
-        } else {
-            let make = || {
-                (0..config.num_layers)
-                    .map(|_| Some(Tensor::zeros([h, capacity, d], (device, dtype))))
-                    .collect()
-            };
-            Storage::Device {
-                keys: make(),
-                values: make(),
-            }
+    /// Allocates a cache of `capacity` positions for every layer of `config`.
+    pub fn new(config: &ModelConfig, capacity: usize, device: &Device, dtype: DType) -> Self {
+        let shape = [config.num_kv_heads, capacity, config.head_dim];
+        let make = || {
+            (0..config.num_layers)
+                .map(|_| Some(Tensor::zeros(shape, (device, dtype))))
+                .collect()
         };
         Self {
-            storage,
+            keys: make(),
+            values: make(),
             len: 0,
             capacity,
-            kv_heads: h,
-            head_dim: d,
         }
     }
 
@@ -89,11 +45,6 @@ impl KvCache {
         self.capacity
     }
 
-    /// Whether the cache is in host memory (the CPU attention kernel path).
-    pub fn is_host(&self) -> bool {
-        matches!(self.storage, Storage::Host { .. })
-    }
-
     /// Checks that `new` more positions fit.
     pub fn ensure_room(&self, new: usize) -> Result<()> {
         if self.len + new > self.capacity {
@@ -105,60 +56,32 @@ impl KvCache {
         Ok(())
     }
 
-    /// Device storage: writes `[kv_heads, q, head_dim]` keys and values at positions
-    /// `len..len+q` of `layer` and returns views of positions `0..len+q`. The length is advanced
-    /// by [`KvCache::commit`].
+    /// Writes `[kv_heads, q, head_dim]` keys and values at positions `len..len+q` of `layer` and
+    /// returns views of positions `0..len+q`. The length is advanced by [`KvCache::commit`].
     pub(crate) fn write_and_view(
         &mut self,
         layer: usize,
         k: Tensor<3>,
         v: Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
-        let Storage::Device { keys, values } = &mut self.storage else {
-            unreachable!("write_and_view is only called on device caches");
-        };
         let [h, q, d] = k.dims();
         let range = [0..h, self.len..self.len + q, 0..d];
-        let kt = keys[layer]
+        let keys = self.keys[layer]
             .take()
             .expect("cache slot present")
             .slice_assign(range.clone(), k);
-        let vt = values[layer]
+        let values = self.values[layer]
             .take()
             .expect("cache slot present")
             .slice_assign(range, v);
         let total = self.len + q;
         let kv = (
-            kt.clone().narrow(1, 0, total),
-            vt.clone().narrow(1, 0, total),
+            keys.clone().narrow(1, 0, total),
+            values.clone().narrow(1, 0, total),
         );
-        keys[layer] = Some(kt);
-        values[layer] = Some(vt);
+        self.keys[layer] = Some(keys);
+        self.values[layer] = Some(values);
         kv
-    }
-
-    /// Host storage: writes `q` new rows given as `[q, kv_heads·head_dim]` at positions
-    /// `len..len+q` of `layer`, and returns the layer's whole key and value buffers.
-    pub(crate) fn host_write(
-        &mut self,
-        layer: usize,
-        k: &[f32],
-        v: &[f32],
-        q: usize,
-    ) -> (&[f32], &[f32]) {
-        let Storage::Host { keys, values, .. } = &mut self.storage else {
-            unreachable!("host_write is only called on host caches");
-        };
-        let (h, d, cap, len) = (self.kv_heads, self.head_dim, self.capacity, self.len);
-        for (dst, src) in [(&mut keys[layer], k), (&mut values[layer], v)] {
-            for i in 0..q {
-                for head in 0..h {
-                    let to = (head * cap + len + i) * d;
-                    dst[to..to + d].copy_from_slice(&src[(i * h + head) * d..][..d]);
-                }
-            }
-        }
-        (&keys[layer], &values[layer])
     }
 
     /// Marks `q` positions written by the last forward pass as filled.
@@ -202,76 +125,34 @@ impl KvCache {
             self.len = start + n;
             return Ok(());
         }
-        let (cap, d) = (self.capacity, self.head_dim);
-        match &mut self.storage {
-            Storage::Host { keys, values, .. } => {
-                // Ascending sources ≥ their destinations: a forward copy never overwrites a
-                // source still to be read.
-                for buf in keys.iter_mut().chain(values.iter_mut()) {
-                    for head in 0..self.kv_heads {
-                        for (j, &src) in indices.iter().enumerate() {
-                            let (from, to) = ((head * cap + src) * d, (head * cap + start + j) * d);
-                            buf.copy_within(from..from + d, to);
-                        }
-                    }
-                }
-            }
-            Storage::Device { keys, values } => {
-                let device = keys[0].as_ref().expect("cache slot present").device();
-                let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
-                for slot in keys.iter_mut().chain(values.iter_mut()) {
-                    let t = slot.take().expect("cache slot present");
-                    let [h, _, d] = t.dims();
-                    let picked = t.clone().select(1, idx.clone());
-                    *slot = Some(t.slice_assign([0..h, start..start + n, 0..d], picked));
-                }
-            }
+        let device = self.keys[0].as_ref().expect("cache slot present").device();
+        let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
+        for slot in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let t = slot.take().expect("cache slot present");
+            let [h, _, d] = t.dims();
+            let picked = t.clone().select(1, idx.clone());
+            *slot = Some(t.slice_assign([0..h, start..start + n, 0..d], picked));
         }
         self.len = start + n;
         Ok(())
     }
 
-    fn layer_view(&self, layer: usize, pick_keys: bool) -> Tensor<3> {
-        match &self.storage {
-            Storage::Device { keys, values } => {
-                let t = if pick_keys {
-                    &keys[layer]
-                } else {
-                    &values[layer]
-                };
-                t.as_ref()
-                    .expect("cache slot present")
-                    .clone()
-                    .narrow(1, 0, self.len)
-            }
-            Storage::Host {
-                keys,
-                values,
-                device,
-            } => {
-                let buf = if pick_keys {
-                    &keys[layer]
-                } else {
-                    &values[layer]
-                };
-                let (h, d) = (self.kv_heads, self.head_dim);
-                let mut out = Vec::with_capacity(h * self.len * d);
-                for head in 0..h {
-                    out.extend_from_slice(&buf[head * self.capacity * d..][..self.len * d]);
-                }
-                Tensor::from_data(TensorData::new(out, [h, self.len, d]), device)
-            }
-        }
-    }
-
-    /// Keys of `layer`, `[kv_heads, len, head_dim]` (for inspection and partial-cache selection).
+    /// Keys of `layer`, positions `0..len` (for inspection and partial-cache selection).
     pub fn keys(&self, layer: usize) -> Tensor<3> {
-        self.layer_view(layer, true)
+        self.keys[layer]
+            .as_ref()
+            .expect("cache slot present")
+            .clone()
+            .narrow(1, 0, self.len)
     }
 
-    /// Values of `layer`, `[kv_heads, len, head_dim]`.
+    /// Values of `layer`, positions `0..len`.
     pub fn values(&self, layer: usize) -> Tensor<3> {
-        self.layer_view(layer, false)
+        self.values[layer]
+            .as_ref()
+            .expect("cache slot present")
+            .clone()
+            .narrow(1, 0, self.len)
     }
 }

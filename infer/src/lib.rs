@@ -4,7 +4,6 @@
 //! TokenSwift: "From Hours to Minutes: Lossless Acceleration of Ultra Long Sequence Generation up
 //! to 100K Tokens" (Wu et al., ICML 2025, arXiv 2502.18890).
 
-pub mod attention_cpu;
 pub mod cache;
 pub mod config;
 pub mod convert;

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
-use crate::attention_cpu::{self, AttentionShape};
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{InferError, Result};
 use crate::kernels::{PackedMatrix, matmul_packed};
-use crate::rope::{Rope, apply_rope, rope_rows};
+use crate::rope::{Rope, apply_rope};
 use crate::weights::Checkpoint;
 
 /// The weight of a linear map.
@@ -34,8 +33,6 @@ pub enum LinearWeight {
 pub struct Linear {
     pub weight: LinearWeight,
     pub bias: Option<Tensor<1>>,
-    /// The bias on the host, for the packed path.
-    pub bias_host: Option<Vec<f32>>,
 }
 
 /// Whether `device` is burn's flex CPU device (where the packed kernels are used).
@@ -66,21 +63,6 @@ pub fn packed_matmul(x: Tensor<2>, w: &PackedMatrix) -> Tensor<2> {
 }
 
 impl Linear {
-    /// Host-side product for packed weights: `x: [rows, in]` → `[rows, out]`.
-    fn forward_host(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let LinearWeight::Packed(w) = &self.weight else {
-            unreachable!("forward_host is only used with packed weights");
-        };
-        let mut y = vec![0f32; rows * w.rows()];
-        matmul_packed(x, rows, w, &mut y);
-        if let Some(b) = &self.bias_host {
-            for row in y.chunks_exact_mut(b.len()) {
-                row.iter_mut().zip(b).for_each(|(v, bb)| *v += bb);
-            }
-        }
-        y
-    }
-
     /// # Shapes
     /// `x: [rows, in]` → `[rows, out]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
@@ -190,13 +172,6 @@ impl Model {
     /// Every tensor the model needs must be present with the right shape, and no tensor may be
     /// left unused (draft heads and rotary buffers excepted).
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        Self::load_with(dir, device, dtype, is_flex(device) && dtype == DType::F32)
-    }
-
-    /// As [`Model::load`], choosing whether the CPU kernels (packed weights, host KV cache,
-    /// multi-threaded attention) are used; they need a flex device and f32. Without them every
-    /// operation is a burn tensor op, as on a GPU.
-    pub fn load_with(dir: &Path, device: &Device, dtype: DType, cpu_kernels: bool) -> Result<Self> {
         if !dir.is_dir() {
             return Err(InferError::io(
                 dir,
@@ -205,7 +180,7 @@ impl Model {
         }
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let mut ckpt = Checkpoint::open(dir)?;
-        let model = Self::from_checkpoint(config, &mut ckpt, device, dtype, cpu_kernels)?;
+        let model = Self::from_checkpoint(config, &mut ckpt, device, dtype)?;
         let tied = model.config.tie_word_embeddings;
         let unused = ckpt.unused(|n| {
             is_head_tensor(n)
@@ -227,13 +202,12 @@ impl Model {
         ckpt: &mut Checkpoint,
         device: &Device,
         dtype: DType,
-        cpu_kernels: bool,
     ) -> Result<Self> {
         let c = &config;
         let (h, hd) = (c.hidden_size, c.head_dim);
         let q_out = c.num_heads * hd;
         let kv_out = c.num_kv_heads * hd;
-        let packed = cpu_kernels && is_flex(device) && dtype == DType::F32;
+        let packed = is_flex(device) && dtype == DType::F32;
         let linear = |ckpt: &mut Checkpoint,
                       name: &str,
                       out: usize,
@@ -252,11 +226,6 @@ impl Model {
                         device,
                         dtype,
                     )?))
-                },
-                bias_host: if bias && packed {
-                    Some(ckpt.read_f32(&format!("{name}.bias"), &[out])?)
-                } else {
-                    None
                 },
                 bias: if bias {
                     Some(ckpt.tensor(&format!("{name}.bias"), [out], device, dtype)?)
@@ -371,13 +340,7 @@ impl Model {
 
     /// A cache for this model with room for `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(
-            &self.config,
-            capacity,
-            &self.device,
-            self.dtype,
-            self.lm_head_packed.is_some(),
-        )
+        KvCache::new(&self.config, capacity, &self.device, self.dtype)
     }
 
     /// The `lm_head` weight `[vocab, hidden]` (the embedding when tied).
@@ -445,26 +408,7 @@ impl Model {
         }
         cache.ensure_room(q)?;
         let total = cache.len() + q;
-        let bias_host = self.mask_bias(mask, q, total)?;
-        let host = cache.is_host();
-        if host != self.lm_head_packed.is_some() {
-            return Err(InferError::Cache(
-                "this KV cache was made for another model; use Model::new_cache".into(),
-            ));
-        }
-        let bias = match (&bias_host, host) {
-            (Some(b), false) => {
-                let t =
-                    Tensor::<2>::from_data(TensorData::new(b.clone(), [q, total]), &self.device);
-                Some(if self.dtype == DType::F32 {
-                    t
-                } else {
-                    t.cast(self.dtype)
-                })
-            }
-            _ => None,
-        };
-        let rope_host = host.then(|| self.rope.cos_sin_values(positions));
+        let bias = self.mask_bias(mask, q, total)?;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [q]), &self.device);
         let mut x = self.embed.clone().select(0, ids);
@@ -474,13 +418,15 @@ impl Model {
             sin = sin.cast(self.dtype);
         }
         for (layer, block) in self.blocks.iter().enumerate() {
-            let normed = block.input_norm.forward(x.clone());
-            let a = match &rope_host {
-                Some((c, s)) => {
-                    self.attention_host(layer, block, normed, c, s, bias_host.as_deref(), cache)
-                }
-                None => self.attention(layer, block, normed, &cos, &sin, bias.as_ref(), cache),
-            };
+            let a = self.attention(
+                layer,
+                block,
+                block.input_norm.forward(x.clone()),
+                &cos,
+                &sin,
+                bias.as_ref(),
+                cache,
+            );
             x = x + a;
             let m = &block.mlp;
             let hn = block.post_norm.forward(x.clone());
@@ -497,7 +443,7 @@ impl Model {
     }
 
     /// Additive bias `[q, total]` (0 or -inf), or `None` when every new token sees every position.
-    fn mask_bias(&self, mask: &AttentionMask, q: usize, total: usize) -> Result<Option<Vec<f32>>> {
+    fn mask_bias(&self, mask: &AttentionMask, q: usize, total: usize) -> Result<Option<Tensor<2>>> {
         let cached = total - q;
         let allowed: Vec<bool> = match mask {
             AttentionMask::Causal if q == 1 => return Ok(None),
@@ -531,50 +477,12 @@ impl Model {
             .iter()
             .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
             .collect();
-        Ok(Some(bias))
-    }
-
-    /// Attention on the host: packed q/k/v/o projections, RoPE, the host KV cache and the
-    /// multi-threaded CPU attention kernel, with one host round trip for the whole block.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_host(
-        &self,
-        layer: usize,
-        block: &Block,
-        x: Tensor<2>,
-        cos: &[f32],
-        sin: &[f32],
-        bias: Option<&[f32]>,
-        cache: &mut KvCache,
-    ) -> Tensor<2> {
-        let c = &self.config;
-        let [q, hidden] = x.dims();
-        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let att = &block.attention;
-        let xs = x
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 activations");
-        let mut queries = att.q.forward_host(&xs, q);
-        let mut keys = att.k.forward_host(&xs, q);
-        let values = att.v.forward_host(&xs, q);
-        rope_rows(&mut queries, q, nh, hd, cos, sin);
-        rope_rows(&mut keys, q, nkv, hd, cos, sin);
-        let total = cache.len() + q;
-        let capacity = cache.capacity();
-        let (k_all, v_all) = cache.host_write(layer, &keys, &values, q);
-        let mut out = vec![0f32; q * nh * hd];
-        let shape = AttentionShape {
-            q,
-            total,
-            num_heads: nh,
-            num_kv_heads: nkv,
-            head_dim: hd,
-            capacity,
-        };
-        attention_cpu::attention(shape, &queries, k_all, v_all, bias, &mut out);
-        let o = att.o.forward_host(&out, q);
-        Tensor::from_data(TensorData::new(o, [q, hidden]), &self.device)
+        let t = Tensor::<2>::from_data(TensorData::new(bias, [q, total]), &self.device);
+        Ok(Some(if self.dtype == DType::F32 {
+            t
+        } else {
+            t.cast(self.dtype)
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -103,16 +103,6 @@ impl Rope {
     /// cos and sin for `positions`, each `[q, head_dim]` (the half-width table repeated twice).
     pub fn cos_sin(&self, positions: &[usize], device: &Device) -> (Tensor<2>, Tensor<2>) {
         let q = positions.len();
-        let (cos, sin) = self.cos_sin_values(positions);
-        (
-            Tensor::from_data(TensorData::new(cos, [q, self.head_dim]), device),
-            Tensor::from_data(TensorData::new(sin, [q, self.head_dim]), device),
-        )
-    }
-
-    /// The values of [`Rope::cos_sin`] on the host, row-major `[q, head_dim]`.
-    pub fn cos_sin_values(&self, positions: &[usize]) -> (Vec<f32>, Vec<f32>) {
-        let q = positions.len();
         let mut cos = Vec::with_capacity(q * self.head_dim);
         let mut sin = Vec::with_capacity(q * self.head_dim);
         for &p in positions {
@@ -124,26 +114,10 @@ impl Rope {
                 }
             }
         }
-        (cos, sin)
-    }
-}
-
-/// Applies RoPE in place to host rows `x: [q, heads·head_dim]` with `cos`/`sin` `[q, head_dim]`.
-pub fn rope_rows(x: &mut [f32], q: usize, heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
-    let half = head_dim / 2;
-    for i in 0..q {
-        let (c, s) = (
-            &cos[i * head_dim..][..head_dim],
-            &sin[i * head_dim..][..head_dim],
-        );
-        for h in 0..heads {
-            let v = &mut x[(i * heads + h) * head_dim..][..head_dim];
-            for d in 0..half {
-                let (a, b) = (v[d], v[d + half]);
-                v[d] = a * c[d] - b * s[d];
-                v[d + half] = b * c[d + half] + a * s[d + half];
-            }
-        }
+        (
+            Tensor::from_data(TensorData::new(cos, [q, self.head_dim]), device),
+            Tensor::from_data(TensorData::new(sin, [q, self.head_dim]), device),
+        )
     }
 }
 
