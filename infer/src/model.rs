@@ -172,6 +172,13 @@ impl Model {
     /// Every tensor the model needs must be present with the right shape, and no tensor may be
     /// left unused (draft heads and rotary buffers excepted).
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_with(dir, device, dtype, is_flex(device) && dtype == DType::F32)
+    }
+
+    /// As [`Model::load`], choosing whether the CPU kernels (packed weights for the linear layers
+    /// and `lm_head`) are used; they need a flex device and f32. Without them every operation is
+    /// a burn tensor op, as on a GPU.
+    pub fn load_with(dir: &Path, device: &Device, dtype: DType, cpu_kernels: bool) -> Result<Self> {
         if !dir.is_dir() {
             return Err(InferError::io(
                 dir,
@@ -180,7 +187,7 @@ impl Model {
         }
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let mut ckpt = Checkpoint::open(dir)?;
-        let model = Self::from_checkpoint(config, &mut ckpt, device, dtype)?;
+        let model = Self::from_checkpoint(config, &mut ckpt, device, dtype, cpu_kernels)?;
         let tied = model.config.tie_word_embeddings;
         let unused = ckpt.unused(|n| {
             is_head_tensor(n)
@@ -202,12 +209,13 @@ impl Model {
         ckpt: &mut Checkpoint,
         device: &Device,
         dtype: DType,
+        cpu_kernels: bool,
     ) -> Result<Self> {
         let c = &config;
         let (h, hd) = (c.hidden_size, c.head_dim);
         let q_out = c.num_heads * hd;
         let kv_out = c.num_kv_heads * hd;
-        let packed = is_flex(device) && dtype == DType::F32;
+        let packed = cpu_kernels && is_flex(device) && dtype == DType::F32;
         let linear = |ckpt: &mut Checkpoint,
                       name: &str,
                       out: usize,

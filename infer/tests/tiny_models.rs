@@ -62,6 +62,23 @@ fn load(name: &str) -> Model {
     Model::load(&golden_dir(name), &Device::flex(), DType::F32).unwrap()
 }
 
+/// Both execution paths: the CPU kernels (packed weights) and plain burn ops (the path GPUs take).
+fn both(name: &str) -> Vec<(&'static str, Model)> {
+    ["cpu-kernels", "burn-ops"]
+        .into_iter()
+        .map(|path| {
+            let m = Model::load_with(
+                &golden_dir(name),
+                &Device::flex(),
+                DType::F32,
+                path == "cpu-kernels",
+            )
+            .unwrap();
+            (path, m)
+        })
+        .collect()
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -73,62 +90,64 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn tiny_models_match_transformers_in_one_pass() {
     for name in TINY {
-        let g = golden(name);
-        let model = load(name);
-        let mut cache = model.new_cache(32);
-        let out = model
-            .forward(
-                &g.tokens,
-                &g.positions,
-                &AttentionMask::Causal,
-                &mut cache,
-                LogitRows::All,
-            )
-            .unwrap();
-        let ours = logits_to_vec(out.logits.unwrap());
-        let vocab = model.config().vocab_size;
-        let mut worst = 0f32;
-        for (i, row) in g.logits.iter().enumerate() {
-            worst = worst.max(max_abs_diff(&ours[i * vocab..(i + 1) * vocab], row));
+        for (path, model) in both(name) {
+            let g = golden(name);
+            let mut cache = model.new_cache(32);
+            let out = model
+                .forward(
+                    &g.tokens,
+                    &g.positions,
+                    &AttentionMask::Causal,
+                    &mut cache,
+                    LogitRows::All,
+                )
+                .unwrap();
+            let ours = logits_to_vec(out.logits.unwrap());
+            let vocab = model.config().vocab_size;
+            let mut worst = 0f32;
+            for (i, row) in g.logits.iter().enumerate() {
+                worst = worst.max(max_abs_diff(&ours[i * vocab..(i + 1) * vocab], row));
+            }
+            println!("{name} ({path}): max |Δlogit| = {worst:.2e}");
+            assert!(worst < 1e-4, "{name} ({path}): max |Δlogit| {worst}");
         }
-        println!("{name}: max |Δlogit| = {worst:.2e}");
-        assert!(worst < 1e-4, "{name}: max |Δlogit| {worst}");
     }
 }
 
 #[test]
 fn incremental_decoding_with_the_cache_matches_one_pass() {
     for name in TINY {
-        let g = golden(name);
-        let model = load(name);
-        let vocab = model.config().vocab_size;
-        let mut cache = model.new_cache(32);
-        let split = 7;
-        model
-            .forward(
-                &g.tokens[..split],
-                &g.positions[..split],
-                &AttentionMask::Causal,
-                &mut cache,
-                LogitRows::None,
-            )
-            .unwrap();
-        for i in split..g.tokens.len() {
-            let out = model
+        for (path, model) in both(name) {
+            let g = golden(name);
+            let vocab = model.config().vocab_size;
+            let mut cache = model.new_cache(32);
+            let split = 7;
+            model
                 .forward(
-                    &g.tokens[i..=i],
-                    &g.positions[i..=i],
+                    &g.tokens[..split],
+                    &g.positions[..split],
                     &AttentionMask::Causal,
                     &mut cache,
-                    LogitRows::Last,
+                    LogitRows::None,
                 )
                 .unwrap();
-            let ours = logits_to_vec(out.logits.unwrap());
-            assert_eq!(ours.len(), vocab);
-            let d = max_abs_diff(&ours, &g.logits[i]);
-            assert!(d < 1e-4, "{name} step {i}: max |Δlogit| {d}");
+            for i in split..g.tokens.len() {
+                let out = model
+                    .forward(
+                        &g.tokens[i..=i],
+                        &g.positions[i..=i],
+                        &AttentionMask::Causal,
+                        &mut cache,
+                        LogitRows::Last,
+                    )
+                    .unwrap();
+                let ours = logits_to_vec(out.logits.unwrap());
+                assert_eq!(ours.len(), vocab);
+                let d = max_abs_diff(&ours, &g.logits[i]);
+                assert!(d < 1e-4, "{name} ({path}) step {i}: max |Δlogit| {d}");
+            }
+            assert_eq!(cache.len(), g.tokens.len());
         }
-        assert_eq!(cache.len(), g.tokens.len());
     }
 }
 
@@ -136,7 +155,12 @@ fn incremental_decoding_with_the_cache_matches_one_pass() {
 /// node, the logits of running that node's path causally on its own.
 #[test]
 fn tree_mask_equals_separate_causal_paths() {
-    let model = load("llama-gqa-llama3");
+    for (_, model) in both("llama-gqa-llama3") {
+        tree_mask_case(&model);
+    }
+}
+
+fn tree_mask_case(model: &Model) {
     let prefix: Vec<u32> = vec![3, 9, 27, 17];
     // Tree: root r=5; children a=8, b=11 of r; c=2 child of a. Order: [r, a, b, c].
     let nodes: Vec<u32> = vec![5, 8, 11, 2];
