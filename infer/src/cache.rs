@@ -4,31 +4,58 @@
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::config::ModelConfig;
+use crate::cpu::HostKv;
 use crate::error::{InferError, Result};
 
-/// Keys and values of every layer, `[kv_heads, capacity, head_dim]` each, filled up to `len`.
+/// Keys and values of every layer, filled up to `len`: device tensors `[kv_heads, capacity,
+/// head_dim]` (an `Option` so each can be moved out and updated in place while uniquely owned),
+/// or, on the CPU fast path, host memory in the kernel's panel layout ([`HostKv`]).
 pub struct KvCache {
     keys: Vec<Option<Tensor<3>>>,
     values: Vec<Option<Tensor<3>>>,
+    host: Option<HostKv>,
+    device: Device,
     len: usize,
     capacity: usize,
 }
 
 impl KvCache {
-    /// Allocates a cache of `capacity` positions for every layer of `config`.
-    pub fn new(config: &ModelConfig, capacity: usize, device: &Device, dtype: DType) -> Self {
-        let shape = [config.num_kv_heads, capacity, config.head_dim];
+    /// Allocates a cache of `capacity` positions for every layer of `config`: in host memory when
+    /// `host` (the CPU fast path), else on `device` as `dtype`.
+    pub fn new(
+        config: &ModelConfig,
+        capacity: usize,
+        device: &Device,
+        dtype: DType,
+        host: bool,
+    ) -> Self {
+        let (layers, h, d) = (config.num_layers, config.num_kv_heads, config.head_dim);
         let make = || {
-            (0..config.num_layers)
-                .map(|_| Some(Tensor::zeros(shape, (device, dtype))))
-                .collect()
+            if host {
+                Vec::new()
+            } else {
+                (0..layers)
+                    .map(|_| Some(Tensor::zeros([h, capacity, d], (device, dtype))))
+                    .collect()
+            }
         };
         Self {
             keys: make(),
             values: make(),
+            host: host.then(|| HostKv::new(layers, h, d, capacity)),
+            device: device.clone(),
             len: 0,
             capacity,
         }
+    }
+
+    /// Whether the cache is in host memory (the CPU fast path).
+    pub fn is_host(&self) -> bool {
+        self.host.is_some()
+    }
+
+    pub(crate) fn host_mut(&mut self) -> &mut HostKv {
+        self.host.as_mut().expect("a host cache")
     }
 
     /// Number of positions filled.
@@ -125,6 +152,17 @@ impl KvCache {
             self.len = start + n;
             return Ok(());
         }
+        if let Some(host) = &mut self.host {
+            // Ascending sources at or after their destinations: moving in order never overwrites
+            // a source still to be read.
+            for (j, &src) in indices.iter().enumerate() {
+                if src != start + j {
+                    host.move_position(src, start + j);
+                }
+            }
+            self.len = start + n;
+            return Ok(());
+        }
         let device = self.keys[0].as_ref().expect("cache slot present").device();
         let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
@@ -138,21 +176,30 @@ impl KvCache {
         Ok(())
     }
 
-    /// Keys of `layer`, positions `0..len` (for inspection and partial-cache selection).
-    pub fn keys(&self, layer: usize) -> Tensor<3> {
-        self.keys[layer]
-            .as_ref()
+    fn layer_view(&self, layer: usize, pick_keys: bool) -> Tensor<3> {
+        if let Some(host) = &self.host {
+            let data = host.unpack(layer, self.len, pick_keys);
+            let shape = [host.kv_heads(), self.len, host.head_dim()];
+            return Tensor::from_data(TensorData::new(data, shape), &self.device);
+        }
+        let t = if pick_keys {
+            &self.keys[layer]
+        } else {
+            &self.values[layer]
+        };
+        t.as_ref()
             .expect("cache slot present")
             .clone()
             .narrow(1, 0, self.len)
     }
 
-    /// Values of `layer`, positions `0..len`.
+    /// Keys of `layer`, `[kv_heads, len, head_dim]` (for inspection and partial-cache selection).
+    pub fn keys(&self, layer: usize) -> Tensor<3> {
+        self.layer_view(layer, true)
+    }
+
+    /// Values of `layer`, `[kv_heads, len, head_dim]`.
     pub fn values(&self, layer: usize) -> Tensor<3> {
-        self.values[layer]
-            .as_ref()
-            .expect("cache slot present")
-            .clone()
-            .narrow(1, 0, self.len)
+        self.layer_view(layer, false)
     }
 }

@@ -15,6 +15,8 @@ use rayon::prelude::*;
 pub const PANEL: usize = 16;
 /// Rows per register block.
 const MR: usize = 6;
+/// Depth per cache block (a panel pair's slice is 2·16·KC·4 bytes = 32 KiB).
+const KC: usize = 256;
 
 /// A weight matrix `[n, k]` (HF `[out, in]` layout) packed for [`matmul_packed`].
 #[derive(Debug, Clone)]
@@ -60,22 +62,47 @@ impl PackedMatrix {
         self.k
     }
 
-    fn panel(&self, p: usize) -> &[f32] {
-        &self.data[p * self.k * PANEL..(p + 1) * self.k * PANEL]
+    /// The packed data as a panel view.
+    pub fn panels(&self) -> Panels<'_> {
+        Panels {
+            data: &self.data,
+            n: self.n,
+            k: self.k,
+            stride: self.k * PANEL,
+        }
     }
 }
 
-/// `acc[r][j] += Σ_kk x[r][kk] · panel_j[kk]` for `R` rows and `NP` panels.
+/// A borrowed `[n, k]` matrix in panel layout: panel `p` (output columns `16p..16p+16`) holds
+/// `k × 16` values at `data[p·stride..]`, row `kk` of the panel at `kk·16`. A stride larger than
+/// `k·16` lets a growing buffer (the KV cache) be used with any `k` up to its capacity.
+#[derive(Debug, Clone, Copy)]
+pub struct Panels<'a> {
+    pub data: &'a [f32],
+    pub n: usize,
+    pub k: usize,
+    pub stride: usize,
+}
+
+impl Panels<'_> {
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.stride..p * self.stride + self.k * PANEL]
+    }
+}
+
+/// `acc[r][j] += Σ_{kk ∈ k0..k1} x[r·k + kk] · panel_j[kk]` for `R` rows and `NP` panels.
 /// `FMA` selects fused multiply-add (only where the CPU has it; otherwise it is a slow libm call).
 #[inline(always)]
 fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
     x: &[f32],
     k: usize,
+    (k0, k1): (usize, usize),
     panels: [&[f32]; NP],
     out: &mut [[[f32; PANEL]; NP]; R],
 ) {
-    let mut acc = [[[0f32; PANEL]; NP]; R];
-    for kk in 0..k {
+    // A local copy, so the accumulators live in registers for the whole loop.
+    let mut acc = *out;
+    for kk in k0..k1 {
         let mut w = [[0f32; PANEL]; NP];
         for (p, wp) in w.iter_mut().enumerate() {
             wp.copy_from_slice(&panels[p][kk * PANEL..(kk + 1) * PANEL]);
@@ -101,18 +128,33 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// One register tile over the depth range `k0..k1`, added to the output when `k0 > 0`.
 #[inline(always)]
 fn block<const R: usize, const NP: usize, const FMA: bool>(
     x: &[f32],
-    w: &PackedMatrix,
+    w: &Panels,
     first_panel: usize,
     row0: usize,
+    (k0, k1): (usize, usize),
     y: &OutPtr,
 ) {
     let k = w.k;
     let panels: [&[f32]; NP] = std::array::from_fn(|p| w.panel(first_panel + p));
     let mut acc = [[[0f32; PANEL]; NP]; R];
-    microkernel::<R, NP, FMA>(&x[row0 * k..(row0 + R) * k], k, panels, &mut acc);
+    if k0 > 0 {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (p, vals) in row.iter_mut().enumerate() {
+                let col0 = (first_panel + p) * PANEL;
+                let cols = PANEL.min(w.n.saturating_sub(col0));
+                // SAFETY: as for the store below; these values were written by this task.
+                unsafe {
+                    let src = y.0.add((row0 + r) * w.n + col0);
+                    std::ptr::copy_nonoverlapping(src, vals.as_mut_ptr(), cols);
+                }
+            }
+        }
+    }
+    microkernel::<R, NP, FMA>(&x[row0 * k..(row0 + R) * k], k, (k0, k1), panels, &mut acc);
     for (r, row) in acc.iter().enumerate() {
         for (p, vals) in row.iter().enumerate() {
             let col0 = (first_panel + p) * PANEL;
@@ -130,35 +172,37 @@ fn block<const R: usize, const NP: usize, const FMA: bool>(
 fn run_panels<const NP: usize, const FMA: bool>(
     x: &[f32],
     m: usize,
-    w: &PackedMatrix,
+    w: &Panels,
     first_panel: usize,
     y: &OutPtr,
 ) {
-    let mut row0 = 0;
-    while row0 < m {
-        let rows = (m - row0).min(MR);
-        match rows {
-            6 => block::<6, NP, FMA>(x, w, first_panel, row0, y),
-            5 => block::<5, NP, FMA>(x, w, first_panel, row0, y),
-            4 => block::<4, NP, FMA>(x, w, first_panel, row0, y),
-            3 => block::<3, NP, FMA>(x, w, first_panel, row0, y),
-            2 => block::<2, NP, FMA>(x, w, first_panel, row0, y),
-            _ => block::<1, NP, FMA>(x, w, first_panel, row0, y),
+    // Depth blocks of KC keep a panel pair's slice (2·16·KC floats) in L1 while every row block
+    // uses it; with a single row block there is nothing to reuse, so the depth is not split.
+    let kc = if m > MR { KC } else { w.k.max(1) };
+    let mut k0 = 0;
+    while k0 < w.k {
+        let k1 = (k0 + kc).min(w.k);
+        let mut row0 = 0;
+        while row0 < m {
+            let rows = (m - row0).min(MR);
+            let r = (k0, k1);
+            match rows {
+                6 => block::<6, NP, FMA>(x, w, first_panel, row0, r, y),
+                5 => block::<5, NP, FMA>(x, w, first_panel, row0, r, y),
+                4 => block::<4, NP, FMA>(x, w, first_panel, row0, r, y),
+                3 => block::<3, NP, FMA>(x, w, first_panel, row0, r, y),
+                2 => block::<2, NP, FMA>(x, w, first_panel, row0, r, y),
+                _ => block::<1, NP, FMA>(x, w, first_panel, row0, r, y),
+            }
+            row0 += rows;
         }
-        row0 += rows;
+        k0 = k1;
     }
 }
 
 /// One task: panels `p0..p1`, all rows, two panels per register tile where possible.
 #[inline(always)]
-fn task_body<const FMA: bool>(
-    x: &[f32],
-    m: usize,
-    w: &PackedMatrix,
-    p0: usize,
-    p1: usize,
-    y: &OutPtr,
-) {
+fn task_body<const FMA: bool>(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
     let mut p = p0;
     while p + 2 <= p1 {
         run_panels::<2, FMA>(x, m, w, p, y);
@@ -171,17 +215,17 @@ fn task_body<const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn task_avx512(x: &[f32], m: usize, w: &PackedMatrix, p0: usize, p1: usize, y: &OutPtr) {
+fn task_avx512(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
     task_body::<true>(x, m, w, p0, p1, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn task_avx2(x: &[f32], m: usize, w: &PackedMatrix, p0: usize, p1: usize, y: &OutPtr) {
+fn task_avx2(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
     task_body::<true>(x, m, w, p0, p1, y)
 }
 
-fn task(x: &[f32], m: usize, w: &PackedMatrix, p0: usize, p1: usize, y: &OutPtr) {
+fn task(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -199,6 +243,16 @@ fn task(x: &[f32], m: usize, w: &PackedMatrix, p0: usize, p1: usize, y: &OutPtr)
 
 /// `Y[m, n] = X[m, k] · Wᵀ` into `y` (length `m·n`), split over the rayon pool.
 pub fn matmul_packed(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
+    matmul_panels(x, m, &w.panels(), y)
+}
+
+/// As [`matmul_packed`], over a panel view.
+pub fn matmul_panels(x: &[f32], m: usize, w: &Panels, y: &mut [f32]) {
+    let panels = w.n.div_ceil(PANEL);
+    assert!(
+        w.k * PANEL <= w.stride && (panels - 1) * w.stride + w.k * PANEL <= w.data.len(),
+        "panel view out of bounds"
+    );
     assert_eq!(
         x.len(),
         m * w.k,
@@ -213,7 +267,6 @@ pub fn matmul_packed(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
         y.len(),
         w.n
     );
-    let panels = w.n.div_ceil(PANEL);
     // Enough tasks to balance the pool, each a whole number of panel pairs.
     let threads = rayon::current_num_threads().max(1);
     let per_task = (panels.div_ceil(threads * 4)).next_multiple_of(2).max(2);
@@ -251,6 +304,8 @@ mod tests {
             (13, 64, 31),
             (6, 100, 64),
             (64, 48, 20),
+            (13, 40, 700),
+            (7, 16, 513),
         ] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)

@@ -7,35 +7,26 @@
 //! Weight names follow the Hugging Face keys; the mapping lives in [`Model::load`] alone.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
+use crate::cpu::{self, CpuDims, CpuLayer};
 use crate::error::{InferError, Result};
-use crate::kernels::{PackedMatrix, matmul_packed};
+use crate::kernels::PackedMatrix;
 use crate::rope::{Rope, apply_rope};
 use crate::weights::Checkpoint;
 
-/// The weight of a linear map.
-#[derive(Clone)]
-pub enum LinearWeight {
-    /// HF `[out, in]` weight on the device, used through a strided transpose (no copy).
-    Tensor(Box<Tensor<2>>),
-    /// Packed for the CPU skinny-matmul kernel (flex, f32): see [`crate::kernels`].
-    Packed(Arc<PackedMatrix>),
-}
-
-/// A linear map.
+/// A linear map with an HF `[out, in]` weight, used through a strided transpose (no copy).
 #[derive(Clone)]
 pub struct Linear {
-    pub weight: LinearWeight,
+    pub weight: Tensor<2>,
     pub bias: Option<Tensor<1>>,
 }
 
-/// Whether `device` is burn's flex CPU device (where the packed kernels are used).
+/// Whether `device` is burn's flex CPU device (where the CPU fast path can be used).
 pub fn is_flex(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
@@ -48,28 +39,11 @@ pub fn is_flex(device: &Device) -> bool {
     }
 }
 
-/// `x · Wᵀ` with a packed weight: the activations (a few rows) go to the host and back.
-pub fn packed_matmul(x: Tensor<2>, w: &PackedMatrix) -> Tensor<2> {
-    let [m, k] = x.dims();
-    debug_assert_eq!(k, w.cols());
-    let device = x.device();
-    let xs = x
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("f32 activations");
-    let mut y = vec![0f32; m * w.rows()];
-    matmul_packed(&xs, m, w, &mut y);
-    Tensor::from_data(TensorData::new(y, [m, w.rows()]), &device)
-}
-
 impl Linear {
     /// # Shapes
     /// `x: [rows, in]` → `[rows, out]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = match &self.weight {
-            LinearWeight::Tensor(w) => x.matmul((**w).clone().transpose()),
-            LinearWeight::Packed(p) => packed_matmul(x, p),
-        };
+        let y = x.matmul(self.weight.clone().transpose());
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
@@ -154,11 +128,20 @@ pub struct Model {
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Option<Tensor<2>>,
-    /// `lm_head` packed for the CPU kernel (flex, f32).
-    lm_head_packed: Option<Arc<PackedMatrix>>,
+    /// The CPU fast path (flex, f32); when present, `blocks` is empty.
+    cpu: Option<CpuModel>,
     rope: Rope,
     device: Device,
     dtype: DType,
+}
+
+/// Host copies of the weights for the CPU fast path ([`crate::cpu`]).
+struct CpuModel {
+    dims: CpuDims,
+    layers: Vec<CpuLayer>,
+    embed: Vec<f32>,
+    norm: Vec<f32>,
+    lm_head: PackedMatrix,
 }
 
 /// Tensor names of draft heads stored inside a base checkpoint (published TokenSwift layout); the
@@ -215,26 +198,15 @@ impl Model {
         let (h, hd) = (c.hidden_size, c.head_dim);
         let q_out = c.num_heads * hd;
         let kv_out = c.num_kv_heads * hd;
-        let packed = cpu_kernels && is_flex(device) && dtype == DType::F32;
+        let use_cpu = cpu_kernels && is_flex(device) && dtype == DType::F32;
         let linear = |ckpt: &mut Checkpoint,
                       name: &str,
                       out: usize,
                       inp: usize,
                       bias: bool|
          -> Result<Linear> {
-            let wname = format!("{name}.weight");
             Ok(Linear {
-                weight: if packed {
-                    let w = ckpt.read_f32(&wname, &[out, inp])?;
-                    LinearWeight::Packed(Arc::new(PackedMatrix::pack(&w, out, inp)))
-                } else {
-                    LinearWeight::Tensor(Box::new(ckpt.tensor(
-                        &wname,
-                        [out, inp],
-                        device,
-                        dtype,
-                    )?))
-                },
+                weight: ckpt.tensor(&format!("{name}.weight"), [out, inp], device, dtype)?,
                 bias: if bias {
                     Some(ckpt.tensor(&format!("{name}.bias"), [out], device, dtype)?)
                 } else {
@@ -242,10 +214,15 @@ impl Model {
                 },
             })
         };
-        let mut blocks = Vec::with_capacity(c.num_layers);
+        let mut blocks = Vec::new();
+        let mut cpu_layers = Vec::new();
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
             let b = c.attention_bias;
+            if use_cpu {
+                cpu_layers.push(Self::cpu_layer(c, ckpt, &p)?);
+                continue;
+            }
             let attention = Attention {
                 q: linear(ckpt, &format!("{p}.self_attn.q_proj"), q_out, h, b)?,
                 k: linear(ckpt, &format!("{p}.self_attn.k_proj"), kv_out, h, b)?,
@@ -313,16 +290,40 @@ impl Model {
         } else {
             Some(ckpt.tensor("lm_head.weight", [c.vocab_size, h], device, dtype)?)
         };
-        let lm_head_packed = if packed {
-            let w = lm_head.as_ref().unwrap_or(&embed).clone();
-            let [n, k] = w.dims();
-            let values = w.into_data().try_into_vec::<f32>().expect("f32 weights");
-            Some(Arc::new(PackedMatrix::pack(&values, n, k)))
+        let cpu = if use_cpu {
+            let host = |t: &Tensor<2>| {
+                t.clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 weights")
+            };
+            let embed_host = host(&embed);
+            let head = lm_head.as_ref().map(host);
+            let lm = PackedMatrix::pack(head.as_ref().unwrap_or(&embed_host), c.vocab_size, h);
+            Some(CpuModel {
+                dims: CpuDims {
+                    hidden: h,
+                    heads: c.num_heads,
+                    kv_heads: c.num_kv_heads,
+                    head_dim: hd,
+                    ffn: c.intermediate_size,
+                    eps: c.rms_norm_eps as f32,
+                },
+                layers: cpu_layers,
+                embed: embed_host,
+                norm: norm
+                    .weight
+                    .clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 weights"),
+                lm_head: lm,
+            })
         } else {
             None
         };
         Ok(Self {
-            lm_head_packed,
+            cpu,
             rope: Rope::new(c),
             config,
             embed,
@@ -332,6 +333,43 @@ impl Model {
             device: device.clone(),
             dtype,
         })
+    }
+
+    /// Packs one layer's weights for the CPU fast path (q/k/v and gate/up stacked).
+    fn cpu_layer(c: &ModelConfig, ckpt: &mut Checkpoint, p: &str) -> Result<CpuLayer> {
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let mut read = |name: &str, shape: &[usize]| ckpt.read_f32(&format!("{p}.{name}"), shape);
+        let mut qkv = read("self_attn.q_proj.weight", &[c.num_heads * hd, h])?;
+        qkv.extend(read("self_attn.k_proj.weight", &[c.num_kv_heads * hd, h])?);
+        qkv.extend(read("self_attn.v_proj.weight", &[c.num_kv_heads * hd, h])?);
+        let qkv_bias = if c.attention_bias {
+            let mut b = read("self_attn.q_proj.bias", &[c.num_heads * hd])?;
+            b.extend(read("self_attn.k_proj.bias", &[c.num_kv_heads * hd])?);
+            b.extend(read("self_attn.v_proj.bias", &[c.num_kv_heads * hd])?);
+            Some(b)
+        } else {
+            None
+        };
+        let ffn = c.intermediate_size;
+        let mut gate_up = read("mlp.gate_proj.weight", &[ffn, h])?;
+        gate_up.extend(read("mlp.up_proj.weight", &[ffn, h])?);
+        let width = (c.num_heads + 2 * c.num_kv_heads) * hd;
+        let o = read("self_attn.o_proj.weight", &[h, c.num_heads * hd])?;
+        let down = read("mlp.down_proj.weight", &[h, ffn])?;
+        Ok(CpuLayer {
+            input_norm: read("input_layernorm.weight", &[h])?,
+            qkv: PackedMatrix::pack(&qkv, width, h),
+            qkv_bias,
+            o: PackedMatrix::pack(&o, h, c.num_heads * hd),
+            post_norm: read("post_attention_layernorm.weight", &[h])?,
+            gate_up: PackedMatrix::pack(&gate_up, 2 * ffn, h),
+            down: PackedMatrix::pack(&down, h, ffn),
+        })
+    }
+
+    /// Whether this model runs on the CPU fast path.
+    pub fn uses_cpu_kernels(&self) -> bool {
+        self.cpu.is_some()
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -348,7 +386,13 @@ impl Model {
 
     /// A cache for this model with room for `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(&self.config, capacity, &self.device, self.dtype)
+        KvCache::new(
+            &self.config,
+            capacity,
+            &self.device,
+            self.dtype,
+            self.cpu.is_some(),
+        )
     }
 
     /// The `lm_head` weight `[vocab, hidden]` (the embedding when tied).
@@ -371,10 +415,23 @@ impl Model {
     /// # Shapes
     /// `hidden: [rows, hidden]` → `[rows, vocab]`
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let normed = self.norm.forward(hidden);
-        match &self.lm_head_packed {
-            Some(p) => packed_matmul(normed, p),
-            None => normed.matmul(self.lm_head_weight().clone().transpose()),
+        match &self.cpu {
+            Some(cpu) => {
+                let [rows, _] = hidden.dims();
+                let x = hidden
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 activations");
+                let l = cpu::logits(&x, rows, &cpu.norm, cpu.dims.eps, &cpu.lm_head);
+                Tensor::from_data(
+                    TensorData::new(l, [rows, self.config.vocab_size]),
+                    &self.device,
+                )
+            }
+            None => self
+                .norm
+                .forward(hidden)
+                .matmul(self.lm_head_weight().clone().transpose()),
         }
     }
 
@@ -416,7 +473,23 @@ impl Model {
         }
         cache.ensure_room(q)?;
         let total = cache.len() + q;
-        let bias = self.mask_bias(mask, q, total)?;
+        let bias_host = self.mask_bias(mask, q, total)?;
+        if cache.is_host() != self.cpu.is_some() {
+            return Err(InferError::Cache(
+                "this KV cache was made for another model; create it with Model::new_cache".into(),
+            ));
+        }
+        if let Some(cpu) = &self.cpu {
+            return Ok(self.forward_cpu(cpu, tokens, positions, bias_host.as_deref(), cache, rows));
+        }
+        let bias = bias_host.map(|b| {
+            let t = Tensor::<2>::from_data(TensorData::new(b, [q, total]), &self.device);
+            if self.dtype == DType::F32 {
+                t
+            } else {
+                t.cast(self.dtype)
+            }
+        });
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [q]), &self.device);
         let mut x = self.embed.clone().select(0, ids);
@@ -450,8 +523,47 @@ impl Model {
         Ok(ForwardOutput { hidden: x, logits })
     }
 
+    /// The forward pass on the CPU fast path: every layer on host memory.
+    fn forward_cpu(
+        &self,
+        cpu: &CpuModel,
+        tokens: &[u32],
+        positions: &[usize],
+        bias: Option<&[f32]>,
+        cache: &mut KvCache,
+        rows: LogitRows,
+    ) -> ForwardOutput {
+        let (q, h) = (tokens.len(), cpu.dims.hidden);
+        let mut x = Vec::with_capacity(q * h);
+        for &t in tokens {
+            x.extend_from_slice(&cpu.embed[t as usize * h..(t as usize + 1) * h]);
+        }
+        let (cos, sin) = self.rope.cos_sin_values(positions);
+        let start = cache.len();
+        let kv = cache.host_mut();
+        for (i, layer) in cpu.layers.iter().enumerate() {
+            cpu::layer_forward(cpu.dims, layer, i, &mut x, q, start, &cos, &sin, bias, kv);
+        }
+        cache.commit(q);
+        let vocab = self.config.vocab_size;
+        let (norm, eps) = (&cpu.norm, cpu.dims.eps);
+        let logits = match rows {
+            LogitRows::All => Some((cpu::logits(&x, q, norm, eps, &cpu.lm_head), q)),
+            LogitRows::Last => Some((
+                cpu::logits(&x[(q - 1) * h..], 1, norm, eps, &cpu.lm_head),
+                1,
+            )),
+            LogitRows::None => None,
+        }
+        .map(|(l, r)| Tensor::from_data(TensorData::new(l, [r, vocab]), &self.device));
+        ForwardOutput {
+            hidden: Tensor::from_data(TensorData::new(x, [q, h]), &self.device),
+            logits,
+        }
+    }
+
     /// Additive bias `[q, total]` (0 or -inf), or `None` when every new token sees every position.
-    fn mask_bias(&self, mask: &AttentionMask, q: usize, total: usize) -> Result<Option<Tensor<2>>> {
+    fn mask_bias(&self, mask: &AttentionMask, q: usize, total: usize) -> Result<Option<Vec<f32>>> {
         let cached = total - q;
         let allowed: Vec<bool> = match mask {
             AttentionMask::Causal if q == 1 => return Ok(None),
@@ -485,12 +597,7 @@ impl Model {
             .iter()
             .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
             .collect();
-        let t = Tensor::<2>::from_data(TensorData::new(bias, [q, total]), &self.device);
-        Ok(Some(if self.dtype == DType::F32 {
-            t
-        } else {
-            t.cast(self.dtype)
-        }))
+        Ok(Some(bias))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -103,6 +103,16 @@ impl Rope {
     /// cos and sin for `positions`, each `[q, head_dim]` (the half-width table repeated twice).
     pub fn cos_sin(&self, positions: &[usize], device: &Device) -> (Tensor<2>, Tensor<2>) {
         let q = positions.len();
+        let (cos, sin) = self.cos_sin_values(positions);
+        (
+            Tensor::from_data(TensorData::new(cos, [q, self.head_dim]), device),
+            Tensor::from_data(TensorData::new(sin, [q, self.head_dim]), device),
+        )
+    }
+
+    /// The values of [`Rope::cos_sin`] on the host, row-major `[q, head_dim]`.
+    pub fn cos_sin_values(&self, positions: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let q = positions.len();
         let mut cos = Vec::with_capacity(q * self.head_dim);
         let mut sin = Vec::with_capacity(q * self.head_dim);
         for &p in positions {
@@ -114,10 +124,7 @@ impl Rope {
                 }
             }
         }
-        (
-            Tensor::from_data(TensorData::new(cos, [q, self.head_dim]), device),
-            Tensor::from_data(TensorData::new(sin, [q, self.head_dim]), device),
-        )
+        (cos, sin)
     }
 }
 
