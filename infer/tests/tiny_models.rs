@@ -156,12 +156,16 @@ fn incremental_decoding_with_the_cache_matches_one_pass() {
 #[test]
 fn tree_mask_equals_separate_causal_paths() {
     for (_, model) in both("llama-gqa-llama3") {
-        tree_mask_case(&model);
+        // A short prefix, and one whose tree straddles a 16-position panel boundary of the host
+        // cache (positions 30..34; `keep` moves 33 → 32).
+        tree_mask_case(&model, &[3, 9, 27, 17]);
+        let long: Vec<u32> = (0..30).map(|i| (i * 11 + 5) % 64).collect();
+        tree_mask_case(&model, &long);
     }
 }
 
-fn tree_mask_case(model: &Model) {
-    let prefix: Vec<u32> = vec![3, 9, 27, 17];
+fn tree_mask_case(model: &Model, prefix: &[u32]) {
+    let prefix: Vec<u32> = prefix.to_vec();
     // Tree: root r=5; children a=8, b=11 of r; c=2 child of a. Order: [r, a, b, c].
     let nodes: Vec<u32> = vec![5, 8, 11, 2];
     let parent: Vec<Option<usize>> = vec![None, Some(0), Some(0), Some(1)];
@@ -175,7 +179,7 @@ fn tree_mask_case(model: &Model) {
             j = parent[k];
         }
     }
-    let mut cache = model.new_cache(16);
+    let mut cache = model.new_cache(48);
     let pre_pos: Vec<usize> = (0..prefix.len()).collect();
     model
         .forward(
@@ -206,7 +210,7 @@ fn tree_mask_case(model: &Model) {
         path.reverse();
         let mut seq = prefix.clone();
         seq.extend(path.iter().map(|&k| nodes[k]));
-        let mut c = model.new_cache(16);
+        let mut c = model.new_cache(48);
         let pos: Vec<usize> = (0..seq.len()).collect();
         let o = model
             .forward(&seq, &pos, &AttentionMask::Causal, &mut c, LogitRows::Last)
@@ -234,7 +238,7 @@ fn tree_mask_case(model: &Model) {
         .unwrap();
     let mut seq = prefix.clone();
     seq.extend([5, 8, 2, 7]);
-    let mut c = model.new_cache(16);
+    let mut c = model.new_cache(48);
     let pos: Vec<usize> = (0..seq.len()).collect();
     let o = model
         .forward(&seq, &pos, &AttentionMask::Causal, &mut c, LogitRows::Last)
