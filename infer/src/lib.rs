@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod convert;
 pub mod cpu;
+pub mod decoding;
 pub mod error;
 pub mod generate;
 pub mod gguf;
