@@ -136,7 +136,18 @@ fn hub_download(id: &str, progress: &dyn Fn(&str)) -> Result<PathBuf> {
 /// cached directory at once.
 pub fn ensure_default_model(progress: &dyn Fn(&str)) -> Result<PathBuf> {
     let dir = default_model_dir();
-    if dir.join("config.json").exists() && dir.join("model.safetensors").exists() {
+    let ready = |d: &Path| d.join("config.json").exists() && d.join("model.safetensors").exists();
+    if ready(&dir) {
+        return Ok(dir);
+    }
+    // One process fetches and converts at a time (parallel tests, two terminals); the others
+    // wait for the lock and then find the finished model.
+    let models = home_dir().join("models");
+    std::fs::create_dir_all(&models).map_err(|e| InferError::io(&models, e))?;
+    let lock_path = models.join(".smollm2-135m.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| InferError::io(&lock_path, e))?;
+    lock.lock().map_err(|e| InferError::io(&lock_path, e))?;
+    if ready(&dir) {
         return Ok(dir);
     }
     let downloads = home_dir().join("downloads");

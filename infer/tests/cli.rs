@@ -161,3 +161,26 @@ fn generates_text_and_statistics_on_the_default_model() {
         "{stderr}"
     );
 }
+
+/// Two processes fetching the default model into an empty cache at once (parallel tests, two
+/// terminals) both succeed: one converts, the other waits for it.
+#[test]
+fn concurrent_fetches_into_an_empty_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_tokenswift"))
+            .args(["fetch", "--model", "smollm2-135m"])
+            .env("TOKENSWIFT_HOME", home.path())
+            .env("TOKENSWIFT_QUIET", "1")
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+    }
+    let dir = home.path().join("models/smollm2-135m");
+    assert!(dir.join("config.json").exists() && dir.join("model.safetensors").exists());
+    assert!(!home.path().join("models/smollm2-135m.partial").exists());
+}
