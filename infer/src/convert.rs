@@ -38,6 +38,24 @@ pub fn unpermute_qk(w: &[f32], out: usize, inp: usize, n_head: usize) -> Vec<f32
     res
 }
 
+/// llama.cpp's export permutation of Q/K rows (the inverse of [`unpermute_qk`]):
+/// `w.reshape(n_head, 2, out/n_head/2, in).swap_axes(1, 2).reshape(out, in)`. Kept for tests that
+/// show what a checkpoint left permuted does.
+pub fn permute_qk(w: &[f32], out: usize, inp: usize, n_head: usize) -> Vec<f32> {
+    let half = out / n_head / 2;
+    let mut res = vec![0f32; w.len()];
+    for h in 0..n_head {
+        for two in 0..2 {
+            for i in 0..half {
+                let src = (h * 2 + two) * half + i;
+                let dst = (h * half + i) * 2 + two;
+                res[dst * inp..(dst + 1) * inp].copy_from_slice(&w[src * inp..(src + 1) * inp]);
+            }
+        }
+    }
+    res
+}
+
 fn gguf_err(g: &GgufFile, reason: impl Into<String>) -> InferError {
     InferError::Gguf {
         path: g.path().to_path_buf(),
@@ -333,29 +351,12 @@ fn build_tokenizer(gguf: &GgufFile, tokens: &[String]) -> Result<Tokenizer> {
 mod tests {
     use super::*;
 
-    /// llama.cpp's export permutation, written independently of the inverse above.
-    fn permute(w: &[f32], out: usize, inp: usize, n_head: usize) -> Vec<f32> {
-        // w.reshape(n_head, 2, out/n_head/2, in).swapaxes(1, 2).reshape(out, in)
-        let half = out / n_head / 2;
-        let mut res = vec![0f32; w.len()];
-        for h in 0..n_head {
-            for two in 0..2 {
-                for i in 0..half {
-                    let src = (h * 2 + two) * half + i;
-                    let dst = (h * half + i) * 2 + two;
-                    res[dst * inp..(dst + 1) * inp].copy_from_slice(&w[src * inp..(src + 1) * inp]);
-                }
-            }
-        }
-        res
-    }
-
     #[test]
     fn unpermute_inverts_llama_cpp_permutation() {
         let (out, inp, heads) = (12, 3, 3);
         let w: Vec<f32> = (0..out * inp).map(|x| x as f32).collect();
         assert_eq!(
-            unpermute_qk(&permute(&w, out, inp, heads), out, inp, heads),
+            unpermute_qk(&permute_qk(&w, out, inp, heads), out, inp, heads),
             w
         );
         // By hand for one head of dim 4: exported rows [0, 2, 1, 3] come back as [0, 1, 2, 3].

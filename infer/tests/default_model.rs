@@ -178,7 +178,7 @@ fn qk_unpermutation_is_needed_for_a_sane_perplexity() {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                 .collect();
-            data = permute_like_llama_cpp(&f, out, inp, h)
+            data = tokenswift_infer::convert::permute_qk(&f, out, inp, h)
                 .iter()
                 .flat_map(|x| x.to_le_bytes())
                 .collect();
@@ -214,22 +214,6 @@ fn good_config() -> (usize, usize) {
     let c =
         tokenswift_infer::config::ModelConfig::from_file(&model_dir().join("config.json")).unwrap();
     (c.num_heads, c.num_kv_heads)
-}
-
-/// llama.cpp's export permutation: `w.reshape(n_head, 2, out/n_head/2, in).swapaxes(1, 2)`.
-fn permute_like_llama_cpp(w: &[f32], out: usize, inp: usize, n_head: usize) -> Vec<f32> {
-    let half = out / n_head / 2;
-    let mut res = vec![0f32; w.len()];
-    for h in 0..n_head {
-        for two in 0..2 {
-            for i in 0..half {
-                let src = (h * 2 + two) * half + i;
-                let dst = (h * half + i) * 2 + two;
-                res[dst * inp..(dst + 1) * inp].copy_from_slice(&w[src * inp..(src + 1) * inp]);
-            }
-        }
-    }
-    res
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device};
+use tokenswift_infer::decoding::trie::CandidateTrie;
 use tokenswift_infer::generate::logits_to_vec;
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
 
@@ -167,18 +168,14 @@ fn tree_mask_equals_separate_causal_paths() {
 fn tree_mask_case(model: &Model, prefix: &[u32]) {
     let prefix: Vec<u32> = prefix.to_vec();
     // Tree: root r=5; children a=8, b=11 of r; c=2 child of a. Order: [r, a, b, c].
-    let nodes: Vec<u32> = vec![5, 8, 11, 2];
-    let parent: Vec<Option<usize>> = vec![None, Some(0), Some(0), Some(1)];
-    let depth = [0usize, 1, 1, 2];
+    let mut trie = CandidateTrie::new(5);
+    trie.insert_path(&[8]);
+    trie.insert_path(&[11]);
+    trie.insert_path(&[8, 2]);
+    let nodes = trie.tokens().to_vec();
+    assert_eq!(nodes, vec![5, 8, 11, 2]);
     let q = nodes.len();
-    let mut allowed = vec![false; q * q];
-    for i in 0..q {
-        let mut j = Some(i);
-        while let Some(k) = j {
-            allowed[i * q + k] = true;
-            j = parent[k];
-        }
-    }
+    let allowed = trie.mask();
     let mut cache = model.new_cache(48);
     let pre_pos: Vec<usize> = (0..prefix.len()).collect();
     model
@@ -190,7 +187,7 @@ fn tree_mask_case(model: &Model, prefix: &[u32]) {
             LogitRows::None,
         )
         .unwrap();
-    let positions: Vec<usize> = depth.iter().map(|d| prefix.len() + d).collect();
+    let positions = trie.positions(prefix.len());
     let out = model
         .forward(
             &nodes,
@@ -203,13 +200,10 @@ fn tree_mask_case(model: &Model, prefix: &[u32]) {
     let tree_logits = logits_to_vec(out.logits.unwrap());
     let vocab = model.config().vocab_size;
     for i in 0..q {
-        let mut path = vec![i];
-        while let Some(p) = parent[*path.last().unwrap()] {
-            path.push(p);
-        }
-        path.reverse();
+        // The root, then the node's path.
         let mut seq = prefix.clone();
-        seq.extend(path.iter().map(|&k| nodes[k]));
+        seq.push(nodes[0]);
+        seq.extend(trie.path_tokens(i));
         let mut c = model.new_cache(48);
         let pos: Vec<usize> = (0..seq.len()).collect();
         let o = model
