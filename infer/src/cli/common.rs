@@ -14,7 +14,7 @@ use tokenswift_infer::tokenizer::TextTokenizer;
 /// Compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
-    /// The best compiled-in device: cuda, then vulkan, then flex.
+    /// The first compiled-in device that works: cuda, then vulkan, then flex.
     Auto,
     /// burn's flex CPU backend (f32).
     Flex,
@@ -29,16 +29,24 @@ impl DeviceChoice {
     pub fn resolve(self) -> Result<(Device, DType)> {
         match self {
             Self::Auto => {
-                #[cfg(feature = "cuda")]
-                return Self::Cuda.resolve();
-                #[cfg(all(feature = "vulkan", not(feature = "cuda")))]
-                return Self::Vulkan.resolve();
-                #[cfg(all(feature = "flex", not(feature = "cuda"), not(feature = "vulkan")))]
-                return Self::Flex.resolve();
-                #[allow(unreachable_code)]
-                {
-                    bail!("this binary was built without any backend feature (flex, cuda, vulkan)")
+                // The first compiled-in GPU that answers, else the CPU.
+                let candidates = [
+                    (cfg!(feature = "cuda"), Self::Cuda),
+                    (cfg!(feature = "vulkan"), Self::Vulkan),
+                    (cfg!(feature = "flex"), Self::Flex),
+                ];
+                let mut last_error = None;
+                for (_, choice) in candidates.into_iter().filter(|(built, _)| *built) {
+                    match choice.resolve() {
+                        Ok(r) => return Ok(r),
+                        Err(e) => last_error = Some(e),
+                    }
                 }
+                Err(last_error.unwrap_or_else(|| {
+                    anyhow::anyhow!(
+                        "this binary was built without any backend feature (flex, cuda, vulkan)"
+                    )
+                }))
             }
             Self::Flex => {
                 #[cfg(feature = "flex")]
@@ -50,7 +58,7 @@ impl DeviceChoice {
             }
             Self::Cuda => {
                 #[cfg(feature = "cuda")]
-                return Ok((Device::cuda(0), DType::BF16));
+                return probe(Device::cuda(0), "CUDA").map(|d| (d, DType::BF16));
                 #[allow(unreachable_code)]
                 {
                     bail!(
@@ -60,10 +68,11 @@ impl DeviceChoice {
             }
             Self::Vulkan => {
                 #[cfg(feature = "vulkan")]
-                return Ok((
+                return probe(
                     Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
-                    DType::F32,
-                ));
+                    "Vulkan",
+                )
+                .map(|d| (d, DType::F32));
                 #[allow(unreachable_code)]
                 {
                     bail!(
@@ -73,6 +82,34 @@ impl DeviceChoice {
             }
         }
     }
+}
+
+/// Runs one tiny operation on `device` in a separate thread, with panic messages silenced, so a
+/// machine without the GPU or its driver gets one sentence instead of a backtrace from the
+/// backend's threads.
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+fn probe(device: Device, name: &str) -> Result<Device> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let d = device.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ok = std::panic::catch_unwind(|| {
+            burn::tensor::Tensor::<1>::zeros([1], &d).into_data();
+        })
+        .is_ok();
+        let _ = tx.send(ok);
+    });
+    let ok = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or(false);
+    std::panic::set_hook(hook);
+    if !ok {
+        bail!(
+            "no usable {name} device was found (is a GPU with its driver installed?); use --device flex to run on the CPU"
+        );
+    }
+    Ok(device)
 }
 
 /// Model selection.
