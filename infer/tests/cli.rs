@@ -184,3 +184,20 @@ fn concurrent_fetches_into_an_empty_cache() {
     assert!(dir.join("config.json").exists() && dir.join("model.safetensors").exists());
     assert!(!home.path().join("models/smollm2-135m.partial").exists());
 }
+
+#[test]
+fn a_backend_that_was_not_built_is_named() {
+    if cfg!(feature = "vulkan") {
+        return; // this build has it; a machine without a GPU is covered by the probe's sentence
+    }
+    let out = tokenswift(&[
+        "generate",
+        "--model",
+        &tiny(),
+        "--prompt",
+        "hi",
+        "--device",
+        "vulkan",
+    ]);
+    assert_one_sentence_error(&out, &["vulkan", "feature"]);
+}
