@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokenswift_infer::generate::{generate_ar, logits_to_vec};
-use tokenswift_infer::model::{AttentionMask, LogitRows};
+use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
 use tokenswift_infer::sampling::SamplingConfig;
 
 use super::common::{ModelArgs, Ui};
@@ -34,6 +34,83 @@ pub struct BenchArgs {
     /// transformers) on the same checkpoint and thread count.
     #[arg(long)]
     pub transformers: Option<PathBuf>,
+    /// Also measure the forward pass through plain burn ops (the path GPUs take) on the same
+    /// device, in this run, with the ratio to the CPU fast path.
+    #[arg(long)]
+    pub compare_burn_ops: bool,
+}
+
+type Table = Vec<(usize, Vec<(usize, Duration)>)>;
+
+/// Median forward time for every (context, q).
+fn forward_table(model: &Model, args: &BenchArgs, ui: &Ui) -> Result<Table> {
+    let cfg = model.config();
+    let max_q = *args.q.iter().max().unwrap();
+    let mut table = Vec::new();
+    for &ctx in &args.contexts {
+        if ctx + max_q > cfg.max_position_embeddings {
+            bail!(
+                "context {ctx} + {max_q} exceeds the model's context of {}",
+                cfg.max_position_embeddings
+            );
+        }
+        let mut cache = model.new_cache(ctx + max_q);
+        let pb = ui.spinner(format!("filling a {ctx}-token context"));
+        let prompt = filler(ctx, cfg.vocab_size);
+        tokenswift_infer::generate::prefill(model, &prompt, &mut cache, &mut |_| {})?;
+        pb.finish_and_clear();
+        let mut row = Vec::new();
+        for &q in &args.q {
+            let toks = filler(q, cfg.vocab_size);
+            let pos: Vec<usize> = (ctx..ctx + q).collect();
+            let mut times = Vec::new();
+            for _ in 0..args.reps + 1 {
+                let t = Instant::now();
+                let out = model.forward(
+                    &toks,
+                    &pos,
+                    &AttentionMask::Causal,
+                    &mut cache,
+                    LogitRows::All,
+                )?;
+                let _ = logits_to_vec(out.logits.unwrap());
+                times.push(t.elapsed());
+                cache.rollback_to(ctx)?;
+            }
+            times.remove(0); // warm-up
+            row.push((q, median(times)));
+        }
+        table.push((ctx, row));
+    }
+    Ok(table)
+}
+
+/// Prints a forward-time table; with `baseline`, each cell also shows this / baseline.
+fn print_table(qs: &[usize], table: &Table, baseline: Option<&Table>) {
+    print!("| context |");
+    for q in qs {
+        print!(" q={q} |");
+    }
+    println!(" q=16 / q=1 |");
+    print!("|---|");
+    for _ in qs {
+        print!("---|");
+    }
+    println!("---|");
+    for (i, (ctx, row)) in table.iter().enumerate() {
+        print!("| {ctx} |");
+        for (j, (_, d)) in row.iter().enumerate() {
+            match baseline {
+                Some(b) => print!(" {:.1} ({:.2}×) |", ms(*d), ms(*d) / ms(b[i].1[j].1)),
+                None => print!(" {:.1} |", ms(*d)),
+            }
+        }
+        let get = |q| row.iter().find(|(x, _)| *x == q).map(|(_, d)| ms(*d));
+        match (get(16), get(1)) {
+            (Some(a), Some(b)) => println!(" {:.2} |", a / b),
+            _ => println!(" – |"),
+        }
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -67,69 +144,12 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
         args.model.device,
         threads
     );
-    let max_q = *args.q.iter().max().unwrap();
-    let mut base_q1 = Vec::new();
     println!(
         "\n## forward pass: q new tokens over a cached context (median of {} runs, ms)",
         args.reps
     );
-    print!("| context |");
-    for q in &args.q {
-        print!(" q={q} |");
-    }
-    println!(" q=16 / q=1 |");
-    print!("|---|");
-    for _ in &args.q {
-        print!("---|");
-    }
-    println!("---|");
-    for &ctx in &args.contexts {
-        if ctx + max_q > cfg.max_position_embeddings {
-            bail!(
-                "context {ctx} + {max_q} exceeds the model's context of {}",
-                cfg.max_position_embeddings
-            );
-        }
-        let mut cache = model.new_cache(ctx + max_q);
-        let pb = ui.spinner(format!("filling a {ctx}-token context"));
-        tokenswift_infer::generate::prefill(
-            &model,
-            &filler(ctx, cfg.vocab_size),
-            &mut cache,
-            &mut |_| {},
-        )?;
-        pb.finish_and_clear();
-        print!("| {ctx} |");
-        let mut row = Vec::new();
-        for &q in &args.q {
-            let toks = filler(q, cfg.vocab_size);
-            let pos: Vec<usize> = (ctx..ctx + q).collect();
-            let mut times = Vec::new();
-            for _ in 0..args.reps + 1 {
-                let t = Instant::now();
-                let out = model.forward(
-                    &toks,
-                    &pos,
-                    &AttentionMask::Causal,
-                    &mut cache,
-                    LogitRows::All,
-                )?;
-                let _ = logits_to_vec(out.logits.unwrap());
-                times.push(t.elapsed());
-                cache.rollback_to(ctx)?;
-            }
-            times.remove(0); // warm-up
-            let m = median(times);
-            row.push((q, m));
-            print!(" {:.1} |", ms(m));
-        }
-        let get = |q| row.iter().find(|(x, _)| *x == q).map(|(_, d)| ms(*d));
-        match (get(16), get(1)) {
-            (Some(a), Some(b)) => println!(" {:.2} |", a / b),
-            _ => println!(" – |"),
-        }
-        base_q1.push((ctx, get(1)));
-    }
+    let fast = forward_table(&model, &args, &ui)?;
+    print_table(&args.q, &fast, None);
 
     println!(
         "\n## prefill and decode (greedy; decode includes sampling and the host copy of logits)"
@@ -155,6 +175,17 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
             stats.decode_tokens_per_second(),
             1e3 / stats.decode_tokens_per_second()
         );
+    }
+
+    if args.compare_burn_ops && model.uses_cpu_kernels() {
+        let (device, dtype) = args.model.device.resolve()?;
+        drop(model);
+        let burn = Model::load_with(&dir, &device, dtype, false)?;
+        println!(
+            "\n## the same through plain burn ops, this run (ms; in brackets: burn ops / fast path)"
+        );
+        let slow = forward_table(&burn, &args, &ui)?;
+        print_table(&args.q, &slow, Some(&fast));
     }
 
     if let Some(py) = &args.transformers {
