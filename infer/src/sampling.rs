@@ -284,6 +284,26 @@ pub fn distribution(
     }
 }
 
+/// Processes a batch of rows (`logits` is `[rows, vocab]`, modified in place), each with its own
+/// penalised tokens — e.g. one row per tree node, each penalising its own path.
+pub fn distributions(
+    cfg: &SamplingConfig,
+    logits: &mut [f32],
+    vocab: usize,
+    penalised: &[Vec<u32>],
+) -> Vec<TokenDistribution> {
+    assert_eq!(
+        logits.len(),
+        vocab * penalised.len(),
+        "one penalty window per row"
+    );
+    logits
+        .chunks_exact_mut(vocab)
+        .zip(penalised)
+        .map(|(row, window)| distribution(cfg, row, window))
+        .collect()
+}
+
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0usize;
     for (i, &x) in v.iter().enumerate() {
@@ -368,6 +388,20 @@ mod tests {
         let mut l = vec![4.0, 1.0, 3.0, 9.0];
         let d = distribution(&c, &mut l, &penalty_window_tokens(&[0, 1], &[], 4));
         assert_eq!(d.tokens, vec![2]);
+    }
+
+    #[test]
+    fn each_row_of_a_batch_uses_its_own_window() {
+        let c = SamplingConfig {
+            penalty: 10.0,
+            penalty_window: 4,
+            ..SamplingConfig::greedy()
+        };
+        // Same logits in both rows; row 0 penalises token 0, row 1 penalises token 1.
+        let mut l = vec![3.0, 2.0, 1.0, 3.0, 2.0, 1.0];
+        let d = distributions(&c, &mut l, 3, &[vec![0], vec![1]]);
+        assert_eq!(d[0].tokens, vec![1]);
+        assert_eq!(d[1].tokens, vec![0]);
     }
 
     #[test]
