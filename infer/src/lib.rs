@@ -12,6 +12,7 @@ pub mod decoding;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod heads;
 pub mod hub;
 pub mod kernels;
 pub mod model;

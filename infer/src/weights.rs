@@ -77,6 +77,24 @@ impl Checkpoint {
         })
     }
 
+    /// Opens one safetensors file (e.g. a standalone heads file).
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| InferError::io(path, e))?;
+        // SAFETY: the file is treated as read-only for the life of the map.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| InferError::io(path, e))?;
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| InferError::Safetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let index = st.names().into_iter().map(|n| (n.to_string(), 0)).collect();
+        Ok(Self {
+            dir: path.to_path_buf(),
+            shards: vec![(path.to_path_buf(), mmap)],
+            index,
+            used: BTreeSet::new(),
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

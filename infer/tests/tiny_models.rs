@@ -496,3 +496,41 @@ fn sharded_checkpoints_load() {
     );
     assert!(d < 1e-4);
 }
+
+/// The published TokenSwift layout: heads stored inside the base checkpoint. The base loader
+/// leaves them alone, the heads loader finds them.
+#[test]
+fn heads_inside_a_base_checkpoint_load() {
+    use tokenswift_infer::heads::{DraftHeads, head_tensor_names};
+    use tokenswift_infer::weights::Checkpoint;
+    let d = copy_tiny("llama-mha");
+    rewrite_tensors(d.path(), |t| {
+        for i in 0..3 {
+            let [lin, inp, post] = head_tensor_names(i);
+            t.push((
+                lin,
+                vec![32, 32],
+                (0..32 * 32).map(|x| (x % 7) as f32 * 0.01).collect(),
+            ));
+            t.push((inp, vec![32], vec![1.0; 32]));
+            t.push((post, vec![32], vec![1.0; 32]));
+        }
+    });
+    let model = Model::load(d.path(), &Device::flex(), DType::F32).unwrap();
+    let mut ckpt = Checkpoint::open(d.path()).unwrap();
+    assert_eq!(DraftHeads::count_in(&ckpt), 3);
+    let heads = DraftHeads::from_checkpoint(&mut ckpt, 3, 32, 1e-5, &Device::flex()).unwrap();
+    let mut cache = model.new_cache(4);
+    let out = model
+        .forward(
+            &[1, 2],
+            &[0, 1],
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::None,
+        )
+        .unwrap();
+    let logits = heads.logits(out.hidden, model.lm_head_weight());
+    assert_eq!(logits.len(), 3);
+    assert_eq!(logits[2].dims(), [2, 64]);
+}
