@@ -7,10 +7,8 @@
 //!   rotate-half RoPE, so the permutation is inverted (left in place, perplexity rises ~10×);
 //! - GGUF dims `[ne0, ne1]` are the array shape `(ne1, ne0)` — already the HF `[out, in]` layout.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
@@ -19,6 +17,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 use crate::error::{InferError, Result};
 use crate::gguf::{GgufFile, GgufValue};
+use crate::weights::write_f32_safetensors;
 
 /// Inverts llama.cpp's Q/K row permutation: `w.reshape(n_head, out/n_head/2, 2, in)
 /// .swap_axes(1, 2).reshape(out, in)`.
@@ -231,27 +230,7 @@ pub fn convert_gguf_to_hf(gguf: &GgufFile, out_dir: &Path) -> Result<()> {
             format!("token_embd has {embd_rows} rows but the vocabulary has {vocab_size} tokens"),
         ));
     }
-    let bytes: Vec<Vec<u8>> = named
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = named
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let st_tmp = out_dir.join("model.safetensors.partial");
-    let mut meta = HashMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize_to_file(views, Some(meta), &st_tmp)
-        .map_err(|e| gguf_err(gguf, format!("cannot write {}: {e}", st_tmp.display())))?;
-    std::fs::rename(&st_tmp, out_dir.join("model.safetensors"))
-        .map_err(|e| InferError::io(out_dir.join("model.safetensors"), e))?;
+    write_f32_safetensors(&out_dir.join("model.safetensors"), &named)?;
 
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],

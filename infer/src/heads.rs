@@ -15,10 +15,9 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use safetensors::tensor::TensorView;
 
 use crate::error::{InferError, Result};
-use crate::weights::Checkpoint;
+use crate::weights::{Checkpoint, write_f32_safetensors};
 
 /// One draft layer.
 #[derive(Module, Debug)]
@@ -174,28 +173,7 @@ impl DraftHeads {
     /// Writes the heads as a safetensors file (published names), atomically: a temporary file
     /// renamed into place, so an interrupted save never leaves a half-written file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors = self.tensors();
-        let bytes: Vec<Vec<u8>> = tensors
-            .iter()
-            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            .collect();
-        let views: Vec<(String, TensorView<'_>)> = tensors
-            .iter()
-            .zip(&bytes)
-            .map(|((n, shape, _), b)| {
-                (
-                    n.clone(),
-                    TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
-                        .expect("consistent shape"),
-                )
-            })
-            .collect();
-        let tmp = path.with_extension("partial");
-        safetensors::serialize_to_file(views, None, &tmp).map_err(|e| InferError::Safetensors {
-            path: tmp.clone(),
-            reason: e.to_string(),
-        })?;
-        std::fs::rename(&tmp, path).map_err(|e| InferError::io(path, e))
+        write_f32_safetensors(path, &self.tensors())
     }
 }
 

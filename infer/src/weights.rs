@@ -186,3 +186,33 @@ impl Checkpoint {
             .collect()
     }
 }
+
+/// Writes f32 tensors `(name, shape, values)` as one safetensors file, atomically: a temporary
+/// file renamed into place, so an interrupted write never leaves a half-written file behind.
+pub fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+            .map_err(|e| InferError::Safetensors {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}`: {e}"),
+            })?;
+        views.push((name.clone(), view));
+    }
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let tmp = path.with_extension("partial");
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
+        InferError::Safetensors {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| InferError::io(path, e))
+}
