@@ -103,12 +103,23 @@ impl HostKv {
 
     /// Moves position `from` to `to` in every layer and head.
     pub fn move_position(&mut self, from: usize, to: usize) {
-        let mut k = vec![0f32; self.head_dim];
-        let mut v = vec![0f32; self.head_dim];
+        let (hd, cap, head_len) = (self.head_dim, self.cap, self.head_len());
+        let (fp, fl, tp, tl) = (from / PANEL, from % PANEL, to / PANEL, to % PANEL);
         for layer in 0..self.keys.len() {
             for h in 0..self.kv_heads {
-                self.read(layer, h, from, &mut k, &mut v);
-                self.write(layer, h, to, &k, &v);
+                let kb = &mut self.keys[layer][h * head_len..];
+                for kk in 0..hd {
+                    kb[(tp * hd + kk) * PANEL + tl] = kb[(fp * hd + kk) * PANEL + fl];
+                }
+                let vb = &mut self.values[layer][h * head_len..];
+                for d0 in (0..hd).step_by(PANEL) {
+                    let base = (d0 / PANEL) * cap * PANEL;
+                    let n = PANEL.min(hd - d0);
+                    vb.copy_within(
+                        base + from * PANEL..base + from * PANEL + n,
+                        base + to * PANEL,
+                    );
+                }
             }
         }
     }

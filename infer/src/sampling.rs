@@ -5,8 +5,6 @@
 //! row's own window → min-p → eta → top-k → top-p → softmax. Temperature 0 is true greedy decoding:
 //! ban, penalty, argmax.
 
-use std::collections::HashSet;
-
 use crate::error::{InferError, Result};
 
 /// Sampling settings; every field can be set from the command line.
@@ -352,14 +350,6 @@ impl SamplerRng {
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
-}
-
-/// Unique tokens in a slice (helper for callers that build windows themselves).
-pub fn unique(tokens: &[u32]) -> Vec<u32> {
-    let set: HashSet<u32> = tokens.iter().copied().collect();
-    let mut v: Vec<u32> = set.into_iter().collect();
-    v.sort_unstable();
-    v
 }
 
 #[cfg(test)]
