@@ -1,6 +1,16 @@
-//! tokenswift-datasets: corpora and prompt sets (PG-19 through the hub when online, local
-//! corpora, and the offline corpus shipped by a registry package). Filled by the train-heads issue;
-//! for now it ships the README's default prompt.
+//! tokenswift-datasets: corpora and prompt sets. The offline corpus (Jane Austen's six novels from
+//! Debian's `r-cran-janeaustenr`, read from R's lazy-load database without R) serves CI and the
+//! default run; local corpora (a directory of `.txt`, a text file, JSONL with a `text` field)
+//! serve everything else.
+
+pub mod corpus;
+pub mod error;
+pub mod rdata;
+
+pub use corpus::{
+    CorpusSource, Document, HELD_OUT_NOVEL, TokenizedDocument, tokenize, training_sequences,
+};
+pub use error::{DatasetError, Result};
 
 /// The opening of *Pride and Prejudice* (public domain), the default long-generation prompt.
 pub const DEFAULT_PROMPT: &str = include_str!("../prompts/pride-and-prejudice.txt");
