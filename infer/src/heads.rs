@@ -16,8 +16,129 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
 use crate::error::{InferError, Result};
+use crate::model::Model;
 use crate::weights::{Checkpoint, write_f32_safetensors};
+
+/// The JSON manifest saved beside a heads file (`heads.safetensors` → `heads.json`): which base
+/// the heads were trained on, how, and how well they did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeadsManifest {
+    /// The base model as the user named it (alias, directory or hub id).
+    pub base_model: String,
+    /// [`base_fingerprint`] of the base: heads only load on the base they were trained on.
+    pub base_fingerprint: String,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    /// Number of heads `K`.
+    pub num_heads: usize,
+    /// The training recipe (flags as given, data, steps done).
+    #[serde(default)]
+    pub recipe: serde_json::Value,
+    /// Final metrics (per-head loss and accuracy).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+}
+
+/// The manifest path of a heads file: the same name with a `.json` extension.
+pub fn manifest_path(heads_file: &Path) -> std::path::PathBuf {
+    heads_file.with_extension("json")
+}
+
+impl HeadsManifest {
+    pub fn load(path: &Path) -> Result<Self> {
+        let data = std::fs::read_to_string(path).map_err(|e| InferError::io(path, e))?;
+        serde_json::from_str(&data).map_err(|e| InferError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the manifest atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.partial");
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        std::fs::write(&tmp, text).map_err(|e| InferError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| InferError::io(path, e))
+    }
+}
+
+/// A fingerprint of a base model: its shape-defining config plus a SHA-256 over 256 evenly spaced
+/// rows of the embedding and of `lm_head` (enough to tell two checkpoints apart without hashing
+/// gigabytes).
+pub fn base_fingerprint(model: &Model) -> String {
+    let c = model.config();
+    let mut h = Sha256::new();
+    h.update(
+        format!(
+            "{:?}/{}/{}/{}/{}/{}/{}/{}/{}",
+            c.architecture,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_layers,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+            c.vocab_size,
+            c.tie_word_embeddings
+        )
+        .as_bytes(),
+    );
+    let rows = 256.min(c.vocab_size);
+    let idx: Vec<i64> = (0..rows)
+        .map(|i| (i * c.vocab_size / rows) as i64)
+        .collect();
+    let device = model.device();
+    for w in [model.embedding_weight(), model.lm_head_weight()] {
+        let sel = w.clone().select(
+            0,
+            Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(idx.clone(), [rows]), device),
+        );
+        let v = crate::generate::logits_to_vec(sel);
+        for x in v {
+            h.update(x.to_le_bytes());
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Loads draft heads for `model` from a heads file (its manifest, when present, must name this
+/// base) or from a base checkpoint directory in the published layout (heads inside).
+pub fn load_heads(path: &Path, model: &Model) -> Result<DraftHeads> {
+    let c = model.config();
+    let mut ckpt = if path.is_dir() {
+        Checkpoint::open(path)?
+    } else {
+        Checkpoint::open_file(path)?
+    };
+    if path.is_file() {
+        let mpath = manifest_path(path);
+        if mpath.exists() {
+            let m = HeadsManifest::load(&mpath)?;
+            let fp = base_fingerprint(model);
+            if m.base_fingerprint != fp || m.hidden_size != c.hidden_size {
+                return Err(InferError::Context(format!(
+                    "heads {} were trained on base `{}` (fingerprint {}), not on this model (fingerprint {})",
+                    path.display(),
+                    m.base_model,
+                    &m.base_fingerprint[..m.base_fingerprint.len().min(12)],
+                    &fp[..12]
+                )));
+            }
+        }
+    }
+    let k = DraftHeads::count_in(&ckpt);
+    if k == 0 {
+        return Err(InferError::Context(format!(
+            "{} holds no draft heads (no tensor model.medusa_layers.0.linear.weight)",
+            path.display()
+        )));
+    }
+    DraftHeads::from_checkpoint(&mut ckpt, k, c.hidden_size, c.rms_norm_eps, model.device())
+}
 
 /// One draft layer.
 #[derive(Module, Debug)]
@@ -69,6 +190,24 @@ impl DraftHeads {
             })
             .collect();
         Self { layers, eps }
+    }
+
+    /// Untrained heads for `model`: zero linear maps, unit input norms, and post norms copied
+    /// from the base's final norm, so each untrained head starts out predicting the base's own
+    /// next-token distribution (a far better starting point than unit post norms, whose logits
+    /// skip the final norm's scale).
+    pub fn init_for(model: &Model, k: usize, device: &Device) -> Self {
+        let c = model.config();
+        let mut heads = Self::init(k, c.hidden_size, c.rms_norm_eps, device);
+        let post =
+            crate::generate::logits_to_vec(model.final_norm().weight.clone().unsqueeze_dim(0));
+        for l in &mut heads.layers {
+            l.post_norm = Param::from_tensor(Tensor::from_data(
+                TensorData::new(post.clone(), [c.hidden_size]),
+                device,
+            ));
+        }
+        heads
     }
 
     /// Number of heads `K`.

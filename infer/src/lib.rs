@@ -5,6 +5,7 @@
 //! to 100K Tokens" (Wu et al., ICML 2025, arXiv 2502.18890).
 
 pub mod cache;
+pub mod cli_support;
 pub mod config;
 pub mod convert;
 pub mod cpu;

@@ -1,5 +1,13 @@
-//! tokenswift-train: training TokenSwift's interrelated draft layers on a frozen base model
-//! (binary `train-heads`). The training loop lands with the train-heads issue; this crate already
-//! builds against the shared model so the workspace layout is fixed.
+//! tokenswift-train: training TokenSwift's interrelated draft layers (SPEC §1) on a frozen base
+//! model. The base runs without autodiff; only the heads are on the autodiff path, with the
+//! cross-entropy over the vocabulary computed in chunks. Binary: `train-heads`.
 
+pub mod error;
+pub mod evaluate;
+pub mod objective;
+pub mod recipe;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
+pub use recipe::{Recipe, Schedule};
 pub use tokenswift_infer as infer;

@@ -1,4 +1,4 @@
 pub mod bench;
-pub mod common;
+pub use tokenswift_infer::cli_support as common;
 pub mod fetch;
 pub mod generate;

@@ -1,15 +1,16 @@
-//! Options shared by every subcommand: device choice, sampling flags, progress display.
+//! Options shared by the binaries (`tokenswift`, `train-heads`, `tokenswift-eval`): device choice,
+//! model loading, sampling flags, progress display.
 
 use std::path::PathBuf;
 
+use crate::hub::resolve_model;
+use crate::model::Model;
+use crate::sampling::SamplingConfig;
+use crate::tokenizer::TextTokenizer;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{DType, Device};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokenswift_infer::hub::resolve_model;
-use tokenswift_infer::model::Model;
-use tokenswift_infer::sampling::SamplingConfig;
-use tokenswift_infer::tokenizer::TextTokenizer;
 
 /// Compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
