@@ -17,6 +17,9 @@ pub struct KvCache {
     device: Device,
     len: usize,
     capacity: usize,
+    /// Last-row queries per layer of the burn-ops path (see [`KvCache::capture_queries`]).
+    captured: Option<Vec<Vec<f32>>>,
+    layers: usize,
 }
 
 impl KvCache {
@@ -46,7 +49,128 @@ impl KvCache {
             device: device.clone(),
             len: 0,
             capacity,
+            captured: None,
+            layers,
         }
+    }
+
+    /// Makes the next forward pass record, per layer, the queries of its last row (after RoPE,
+    /// `heads × head_dim`); [`KvCache::take_queries`] returns them.
+    pub fn capture_queries(&mut self) {
+        let empty = vec![Vec::new(); self.layers];
+        match &mut self.host {
+            Some(h) => h.captured_queries = Some(empty),
+            None => self.captured = Some(empty),
+        }
+    }
+
+    pub(crate) fn capturing_queries(&self) -> bool {
+        self.captured.is_some()
+    }
+
+    pub(crate) fn store_query(&mut self, layer: usize, q: Vec<f32>) {
+        if let Some(c) = &mut self.captured {
+            c[layer] = q;
+        }
+    }
+
+    /// The queries recorded since [`KvCache::capture_queries`] (and stops recording).
+    pub fn take_queries(&mut self) -> Option<Vec<Vec<f32>>> {
+        match &mut self.host {
+            Some(h) => h.captured_queries.take(),
+            None => self.captured.take(),
+        }
+    }
+
+    /// Keys of `layer` at positions `0..len()` as `[kv_heads, len, head_dim]`, on the host.
+    pub fn host_keys(&self, layer: usize) -> Vec<f32> {
+        match &self.host {
+            Some(h) => h.unpack(layer, self.len, true),
+            None => crate::generate::logits_to_vec(
+                self.keys(layer)
+                    .reshape([-1, self.keys(layer).dims()[2] as i64]),
+            ),
+        }
+    }
+
+    /// Fills this cache from `src`: slot `s` of KV head `h` in `layer` receives `src`'s position
+    /// `positions[layer][h][s]`; the length becomes the number of slots. Used to build the partial
+    /// cache from the full one.
+    pub fn fill_from(&mut self, src: &KvCache, positions: &[Vec<Vec<usize>>]) -> Result<()> {
+        let n = positions
+            .first()
+            .and_then(|l| l.first())
+            .map_or(0, Vec::len);
+        if n > self.capacity {
+            return Err(InferError::Cache(format!(
+                "{n} selected positions exceed the partial cache's {} slots",
+                self.capacity
+            )));
+        }
+        for (layer, heads) in positions.iter().enumerate() {
+            for (h, pos) in heads.iter().enumerate() {
+                for (slot, &p) in pos.iter().enumerate() {
+                    self.copy_position(src, layer, h, p, slot)?;
+                }
+            }
+        }
+        self.len = n;
+        Ok(())
+    }
+
+    /// Copies `src`'s key/value at position `from` (KV head `h` of `layer`) into slot `to`.
+    pub fn copy_position(
+        &mut self,
+        src: &KvCache,
+        layer: usize,
+        h: usize,
+        from: usize,
+        to: usize,
+    ) -> Result<()> {
+        if from >= src.len || to >= self.capacity {
+            return Err(InferError::Cache(format!(
+                "cannot copy position {from} (of {}) into slot {to} (of {})",
+                src.len, self.capacity
+            )));
+        }
+        match (&mut self.host, &src.host) {
+            (Some(dst), Some(s)) => {
+                let hd = s.head_dim();
+                let (mut k, mut v) = (vec![0f32; hd], vec![0f32; hd]);
+                s.read_kv(layer, h, from, &mut k, &mut v);
+                dst.write_kv(layer, h, to, &k, &v);
+            }
+            (None, None) => {
+                for (dst, s) in [
+                    (&mut self.keys[layer], &src.keys[layer]),
+                    (&mut self.values[layer], &src.values[layer]),
+                ] {
+                    let st = s.as_ref().expect("cache slot present");
+                    let d = st.dims()[2];
+                    let piece = st.clone().slice([h..h + 1, from..from + 1, 0..d]);
+                    let t = dst.take().expect("cache slot present");
+                    *dst = Some(t.slice_assign([h..h + 1, to..to + 1, 0..d], piece));
+                }
+            }
+            _ => {
+                return Err(InferError::Cache(
+                    "cannot copy between a host cache and a device cache".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the length after slots were written directly (bounds-checked).
+    pub fn set_len(&mut self, n: usize) -> Result<()> {
+        if n > self.capacity {
+            return Err(InferError::Cache(format!(
+                "cannot set the cache length to {n}: its capacity is {}",
+                self.capacity
+            )));
+        }
+        self.len = n;
+        Ok(())
     }
 
     /// Whether the cache is in host memory (the CPU fast path).

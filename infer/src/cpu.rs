@@ -46,6 +46,9 @@ pub struct HostKv {
     cap: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// When set, [`layer_forward`] stores each layer's last-row queries (after RoPE,
+    /// `heads × head_dim`) here: the "current query" of the partial cache's importance scores.
+    pub(crate) captured_queries: Option<Vec<Vec<f32>>>,
 }
 
 impl HostKv {
@@ -59,7 +62,18 @@ impl HostKv {
             cap,
             kv_heads,
             head_dim,
+            captured_queries: None,
         }
+    }
+
+    /// Reads the key and value of KV head `h` at `pos` (`head_dim` each).
+    pub fn read_kv(&self, layer: usize, h: usize, pos: usize, k: &mut [f32], v: &mut [f32]) {
+        self.read(layer, h, pos, k, v)
+    }
+
+    /// Writes the key and value of KV head `h` at `pos`.
+    pub fn write_kv(&mut self, layer: usize, h: usize, pos: usize, k: &[f32], v: &[f32]) {
+        self.write(layer, h, pos, k, v)
     }
 
     pub fn kv_heads(&self) -> usize {
@@ -337,6 +351,11 @@ pub fn layer_forward(
     }
     // RoPE on the q and k parts of every row (they are contiguous: q heads, then k heads).
     rope_rows(qkv, width, nh + nkv, hd, cos, sin);
+    if let Some(cap) = kv.captured_queries.as_mut() {
+        let last = &qkv[(q - 1) * width..][..nh * hd];
+        cap[index].clear();
+        cap[index].extend_from_slice(last);
+    }
     for i in 0..q {
         let row = &qkv[i * width..(i + 1) * width];
         for kvh in 0..nkv {

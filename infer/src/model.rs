@@ -619,6 +619,13 @@ impl Model {
         let qh = apply_rope(heads(att.q.forward(x.clone()), nh), cos, sin);
         let kh = apply_rope(heads(att.k.forward(x.clone()), nkv), cos, sin);
         let vh = heads(att.v.forward(x), nkv);
+        if cache.capturing_queries() {
+            let last = qh.clone().narrow(1, q - 1, 1);
+            cache.store_query(
+                layer,
+                crate::generate::logits_to_vec(last.reshape([1, nh * hd])),
+            );
+        }
         let (keys, values) = cache.write_and_view(layer, kh, vh);
         let total = keys.dims()[1];
         // Query heads h = kv * group + g share key/value head kv.

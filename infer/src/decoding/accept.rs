@@ -37,6 +37,45 @@ pub fn accept_path(trie: &CandidateTrie, mut draw: impl FnMut(usize) -> u32) -> 
     }
 }
 
+/// The reference implementation's acceptance (`exactly_match_sampling`), kept only so the
+/// statistical tests can show they detect it: every candidate row (root-to-leaf path) is walked
+/// with its *own* draws, so a node shared by R rows gets R chances, and the longest match wins
+/// (the first on ties). It over-accepts draft tokens and is **not** lossless.
+pub fn accept_per_row_reference(
+    trie: &CandidateTrie,
+    mut draw: impl FnMut(usize) -> u32,
+) -> AcceptOutcome {
+    let leaves: Vec<usize> = (0..trie.len())
+        .filter(|&n| trie.children(n).is_empty())
+        .collect();
+    let mut best: Option<AcceptOutcome> = None;
+    for leaf in leaves {
+        let row = trie.path_to(leaf);
+        let mut node = 0;
+        let mut accepted = Vec::new();
+        let next_token = loop {
+            let token = draw(node);
+            match row.get(accepted.len()) {
+                Some(&child) if trie.tokens()[child] == token => {
+                    accepted.push(child);
+                    node = child;
+                }
+                _ => break token,
+            }
+        };
+        if best
+            .as_ref()
+            .is_none_or(|b| accepted.len() > b.accepted.len())
+        {
+            best = Some(AcceptOutcome {
+                accepted,
+                next_token,
+            });
+        }
+    }
+    best.expect("a trie has at least its root")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

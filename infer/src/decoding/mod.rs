@@ -3,6 +3,9 @@
 //! The driver (draft, verify, partial cache) builds on them.
 
 pub mod accept;
+pub mod engine;
 pub mod ngram;
 pub mod partial;
+pub mod partial_cache;
+pub mod tree;
 pub mod trie;

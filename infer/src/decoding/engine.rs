@@ -1,0 +1,426 @@
+//! The TokenSwift driver (SPEC §2): draft (a base pass over the partial cache plus the heads, or
+//! the heads on the verify pass's hidden state in `fused` mode) → candidate trie (tree + n-gram
+//! chains) → one verify pass over the full cache with a tree mask → acceptance walk (one target
+//! draw per node) → cache compaction, partial-cache and n-gram updates.
+//!
+//! Lossless: every emitted token is drawn from the target distribution at its node, processed
+//! exactly as autoregressive decoding processes it (same sampler, penalty window along the node's
+//! own path), with one uniform number per emitted token in emission order — so with the same
+//! seed the output is the autoregressive output, and greedy decoding matches token for token.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::Tensor;
+
+use crate::cache::KvCache;
+use crate::error::{InferError, Result};
+use crate::generate::{PREFILL_CHUNK, check_context, logits_to_vec};
+use crate::heads::DraftHeads;
+use crate::model::{AttentionMask, LogitRows, Model};
+use crate::sampling::{
+    SamplerRng, SamplingConfig, adjust_logits, distribution, penalty_window_tokens, top_k_indices,
+};
+
+use super::accept::{accept_path, accept_per_row_reference};
+use super::ngram::NgramTable;
+use super::partial::SINKS;
+use super::partial_cache::PartialKvCache;
+use super::tree::{DraftMode, TreeChoice, TreePlanner};
+use super::trie::CandidateTrie;
+
+/// TokenSwift settings.
+#[derive(Debug, Clone)]
+pub struct TokenSwiftConfig {
+    /// Fixed arity per depth, or chosen from measured costs and acceptance.
+    pub tree: TreeChoice,
+    /// N-gram chains retrieved per depth-1 token (0 = no n-gram reuse).
+    pub ngram_topk: usize,
+    /// Partial KV cache budget (slots per layer and KV head), sinks included.
+    pub kv_budget: usize,
+    pub draft: DraftMode,
+    pub stop_at_eos: bool,
+    /// How draft tokens are accepted; anything but [`AcceptRule::PerNode`] is not lossless.
+    pub accept: AcceptRule,
+}
+
+/// The acceptance rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcceptRule {
+    /// One target draw per visited trie node (lossless).
+    #[default]
+    PerNode,
+    /// The reference code's per-candidate-row sampling; exists only to prove the statistical
+    /// test detects it.
+    PerRowReference,
+}
+
+impl Default for TokenSwiftConfig {
+    fn default() -> Self {
+        Self {
+            tree: TreeChoice::Fixed(vec![1, 3, 3, 3]),
+            ngram_topk: 20,
+            kv_budget: 4096,
+            draft: DraftMode::Separate,
+            stop_at_eos: false,
+            accept: AcceptRule::PerNode,
+        }
+    }
+}
+
+/// Counts and timings of one TokenSwift generation.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSwiftStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Verification steps.
+    pub steps: usize,
+    /// Draft tokens accepted (bonus tokens excluded).
+    pub accepted: usize,
+    /// Draft tokens proposed: the depth of the candidate trie, per step (gamma for the paper's tree).
+    pub proposed: usize,
+    /// Accepted tokens that only an n-gram chain proposed.
+    pub accepted_from_ngrams: usize,
+    /// Nodes verified (root included), summed over steps.
+    pub verified_nodes: usize,
+    pub prefill_time: Duration,
+    pub draft_time: Duration,
+    pub verify_time: Duration,
+    pub update_time: Duration,
+    pub decode_time: Duration,
+    /// Partial-cache (re-)selections.
+    pub selections: usize,
+    pub stopped_at_eos: bool,
+    /// The arity used by the last step.
+    pub last_tree: Vec<usize>,
+}
+
+impl TokenSwiftStats {
+    /// α: accepted draft tokens / proposed draft tokens.
+    pub fn acceptance_rate(&self) -> f64 {
+        self.accepted as f64 / self.proposed.max(1) as f64
+    }
+    /// Mean tokens emitted per verification step (bonus included).
+    pub fn tokens_per_step(&self) -> f64 {
+        self.generated_tokens as f64 / self.steps.max(1) as f64
+    }
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.generated_tokens as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+    /// Share of accepted tokens proposed only by n-gram chains.
+    pub fn ngram_share(&self) -> f64 {
+        self.accepted_from_ngrams as f64 / self.accepted.max(1) as f64
+    }
+}
+
+/// Live progress after each step.
+pub struct StepReport<'a> {
+    /// Tokens emitted by this step; the first `accepted` came from the draft.
+    pub tokens: &'a [u32],
+    pub accepted: usize,
+    pub stats: &'a TokenSwiftStats,
+}
+
+/// The draft distributions' candidate tokens, per depth, most likely first.
+fn draft_choices(
+    cfg: &SamplingConfig,
+    rows: &mut [f32],
+    vocab: usize,
+    history: &[u32],
+    widths: &[usize],
+) -> Vec<Vec<u32>> {
+    let window = penalty_window_tokens(history, &[], cfg.penalty_window);
+    rows.chunks_exact_mut(vocab)
+        .zip(widths)
+        .map(|(row, &k)| {
+            adjust_logits(cfg, row, &window);
+            top_k_indices(row, k.max(1))
+        })
+        .collect()
+}
+
+/// Adds the n-grams of `tokens` (ending before `upto`) not counted yet.
+fn update_ngrams(table: &mut NgramTable, tokens: &[u32], counted: &mut usize, upto: usize) {
+    let n = table.n();
+    while *counted + n <= upto.min(tokens.len()) {
+        table.add(&tokens[*counted..*counted + n]);
+        *counted += 1;
+    }
+}
+
+/// Generates up to `max_new` tokens after `prompt` with TokenSwift. `on_step` sees every step's
+/// emitted tokens as they are produced.
+pub fn generate_tokenswift(
+    model: &Model,
+    heads: &DraftHeads,
+    prompt: &[u32],
+    max_new: usize,
+    sampling: &SamplingConfig,
+    cfg: &TokenSwiftConfig,
+    on_step: &mut dyn FnMut(StepReport<'_>) -> Result<()>,
+) -> Result<(Vec<u32>, TokenSwiftStats)> {
+    sampling.validate(model.config().vocab_size)?;
+    if max_new == 0 {
+        return Ok((Vec::new(), TokenSwiftStats::default()));
+    }
+    let k_heads = heads.len();
+    let mut planner = TreePlanner::new(&cfg.tree, cfg.draft, k_heads)?;
+    if cfg.kv_budget <= SINKS {
+        return Err(InferError::Context(format!(
+            "--kv-budget {} must be larger than the {SINKS} attention sinks",
+            cfg.kv_budget
+        )));
+    }
+    let gamma = k_heads + 1;
+    let max_trie = planner.max_nodes() + cfg.ngram_topk * planner.max_width() * gamma;
+    check_context(model, prompt.len(), max_new + gamma)?;
+    let vocab = model.config().vocab_size;
+    let eos = model.config().eos_token_ids.clone();
+    let mut full = model.new_cache(prompt.len() + max_new + max_trie + 1);
+    let mut stats = TokenSwiftStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
+
+    // Prefill, keeping the last hidden state (fused mode drafts from it).
+    let t0 = Instant::now();
+    let mut last_logits = None;
+    let mut last_hidden = None;
+    for chunk in prompt.chunks(PREFILL_CHUNK) {
+        let start = full.len();
+        let positions: Vec<usize> = (start..start + chunk.len()).collect();
+        let out = model.forward(
+            chunk,
+            &positions,
+            &AttentionMask::Causal,
+            &mut full,
+            LogitRows::Last,
+        )?;
+        last_logits = out.logits;
+        last_hidden = Some(out.hidden.narrow(0, chunk.len() - 1, 1));
+    }
+    stats.prefill_time = t0.elapsed();
+    let mut logits = logits_to_vec(last_logits.expect("a non-empty prompt yields logits"));
+    let mut hidden: Tensor<2> = last_hidden.expect("a non-empty prompt");
+
+    let mut rng = SamplerRng::new(sampling.seed);
+    let draw = |rng: &mut SamplerRng, logits: &mut [f32], window: &[u32]| {
+        let d = distribution(sampling, logits, window);
+        if sampling.is_greedy() {
+            d.argmax()
+        } else {
+            d.sample_with(rng.uniform())
+        }
+    };
+    let mut history: Vec<u32> = prompt.to_vec();
+    let t1 = Instant::now();
+    let first = draw(
+        &mut rng,
+        &mut logits,
+        &penalty_window_tokens(&history, &[], sampling.penalty_window),
+    );
+    history.push(first);
+    let mut generated = vec![first];
+    on_step(StepReport {
+        tokens: &[first],
+        accepted: 0,
+        stats: &stats,
+    })?;
+    let mut root = first;
+    let mut done = generated.len() >= max_new || (cfg.stop_at_eos && eos.contains(&first));
+    stats.stopped_at_eos = cfg.stop_at_eos && eos.contains(&first);
+
+    // N-grams lag `penalty_window` tokens behind (SPEC §4).
+    let mut ngrams = NgramTable::new(gamma);
+    let mut counted = 0usize;
+    let lag = sampling.penalty_window;
+    update_ngrams(
+        &mut ngrams,
+        &history,
+        &mut counted,
+        history.len().saturating_sub(lag),
+    );
+
+    let budget = cfg.kv_budget;
+    let mut partial = PartialKvCache::new(model, budget.min(prompt.len() + max_new));
+    let lm_head = model.lm_head_weight();
+
+    while !done {
+        let arity = planner.arity();
+        let pos = full.len();
+        // Draft.
+        let td = Instant::now();
+        let mut depth_logits: Vec<f32> = Vec::new();
+        let draft_hidden = match cfg.draft {
+            DraftMode::Separate => {
+                let out = if partial.is_ready() {
+                    let slots = partial.filled();
+                    let out = model.forward(
+                        &[root],
+                        &[pos],
+                        &AttentionMask::Causal,
+                        &mut partial.cache,
+                        LogitRows::Last,
+                    )?;
+                    partial.cache.rollback_to(slots)?;
+                    out
+                } else {
+                    // The whole history fits the budget, or a re-selection is due: draft with the
+                    // full cache (and take the current query for the selection).
+                    let select = pos + 1 > budget;
+                    if select {
+                        full.capture_queries();
+                    }
+                    let out = model.forward(
+                        &[root],
+                        &[pos],
+                        &AttentionMask::Causal,
+                        &mut full,
+                        LogitRows::Last,
+                    )?;
+                    full.rollback_to(pos)?;
+                    if select {
+                        let queries = full.take_queries().expect("queries were captured");
+                        partial.select(model, &full, &queries)?;
+                        stats.selections += 1;
+                    }
+                    out
+                };
+                depth_logits.extend(logits_to_vec(out.logits.expect("logits were requested")));
+                out.hidden
+            }
+            DraftMode::Fused => hidden.clone(),
+        };
+        for l in heads.logits(draft_hidden, lm_head) {
+            depth_logits.extend(logits_to_vec(l));
+        }
+        let choices = draft_choices(sampling, &mut depth_logits, vocab, &history, &arity);
+        let mut trie = CandidateTrie::from_tree(root, &choices, &arity);
+        let tree_nodes = trie.len();
+        if cfg.ngram_topk > 0 {
+            let firsts: Vec<u32> = match cfg.draft {
+                DraftMode::Separate => trie.children(0).iter().map(|&c| trie.tokens()[c]).collect(),
+                DraftMode::Fused => vec![root],
+            };
+            for d in firsts {
+                for chain in ngrams.top_k(d, cfg.ngram_topk) {
+                    match cfg.draft {
+                        DraftMode::Separate => trie.insert_path(&chain),
+                        DraftMode::Fused => trie.insert_path(&chain[1..]),
+                    }
+                }
+            }
+        }
+        stats.draft_time += td.elapsed();
+
+        // Verify.
+        let tv = Instant::now();
+        let n = trie.len();
+        let out = model.forward(
+            trie.tokens(),
+            &trie.positions(pos),
+            &AttentionMask::Tree(trie.mask()),
+            &mut full,
+            LogitRows::All,
+        )?;
+        let mut rows = logits_to_vec(out.logits.expect("logits were requested"));
+        stats.verify_time += tv.elapsed();
+
+        // Accept: one draw per visited node, each with its own path in the penalty window.
+        let tu = Instant::now();
+        // The per-node rule visits each node once and processes its row in place; the
+        // reference's per-row rule revisits nodes and needs the raw rows each time.
+        let pristine = (cfg.accept == AcceptRule::PerRowReference).then(|| rows.clone());
+        let mut target = |node: usize| {
+            let path = trie.path_tokens(node);
+            let window = penalty_window_tokens(&history, &path, sampling.penalty_window);
+            let row = &mut rows[node * vocab..(node + 1) * vocab];
+            if let Some(p) = &pristine {
+                row.copy_from_slice(&p[node * vocab..(node + 1) * vocab]);
+            }
+            draw(&mut rng, row, &window)
+        };
+        let outcome = match cfg.accept {
+            AcceptRule::PerNode => accept_path(&trie, &mut target),
+            AcceptRule::PerRowReference => accept_per_row_reference(&trie, &mut target),
+        };
+        let max_depth = (0..n).map(|i| trie.depth(i)).max().unwrap_or(0);
+        stats.steps += 1;
+        stats.proposed += max_depth;
+        stats.verified_nodes += n;
+        stats.accepted += outcome.accepted.len();
+        stats.accepted_from_ngrams += outcome
+            .accepted
+            .iter()
+            .filter(|&&a| a >= tree_nodes)
+            .count();
+        planner.observe(
+            &trie,
+            &outcome.accepted,
+            &choices,
+            n,
+            tv.elapsed() + td.elapsed(),
+        );
+
+        // Keep the root and the accepted path in the full cache.
+        let keep: Vec<usize> = std::iter::once(pos)
+            .chain(outcome.accepted.iter().map(|&a| pos + a))
+            .collect();
+        full.keep(pos, &keep)?;
+        let stop_node = outcome.accepted.last().copied().unwrap_or(0);
+        if cfg.draft == DraftMode::Fused {
+            hidden = out.hidden.narrow(0, stop_node, 1);
+        }
+        let mut emitted: Vec<u32> = outcome.accepted.iter().map(|&a| trie.tokens()[a]).collect();
+        emitted.push(outcome.next_token);
+        let remaining = max_new - generated.len();
+        emitted.truncate(remaining);
+        if cfg.stop_at_eos
+            && let Some(i) = emitted.iter().position(|t| eos.contains(t))
+        {
+            emitted.truncate(i + 1);
+            stats.stopped_at_eos = true;
+            done = true;
+        }
+        history.extend_from_slice(&emitted);
+        generated.extend_from_slice(&emitted);
+        if generated.len() >= max_new {
+            done = true;
+        }
+        // The partial cache takes the newly cached positions (root + accepted).
+        if partial.is_ready() {
+            for p in pos..full.len() {
+                if !partial.place_recent(&full, p)? {
+                    break;
+                }
+            }
+        }
+        update_ngrams(
+            &mut ngrams,
+            &history,
+            &mut counted,
+            history.len().saturating_sub(lag),
+        );
+        root = outcome.next_token;
+        stats.update_time += tu.elapsed();
+        let accepted = outcome.accepted.len().min(emitted.len());
+        stats.generated_tokens = generated.len();
+        stats.last_tree = arity;
+        on_step(StepReport {
+            tokens: &emitted,
+            accepted,
+            stats: &stats,
+        })?;
+    }
+    stats.decode_time = t1.elapsed();
+    stats.generated_tokens = generated.len();
+    Ok((generated, stats))
+}
+
+/// The cache a verify pass needs for `prompt + max_new` tokens with the paper's tree and k = 20
+/// (exposed for memory estimates).
+pub fn full_cache_capacity(prompt: usize, max_new: usize) -> usize {
+    prompt + max_new + 1 + 40 + 20 * 4
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: &KvCache) {}
