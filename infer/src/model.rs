@@ -435,6 +435,30 @@ impl Model {
         }
     }
 
+    /// `lm_head` alone on rows that are already normalised (the base's final norm, or a draft
+    /// head's post norm), on the host as `[rows, vocab]` f32. Batching the base row and the heads'
+    /// rows into one call reads the (bandwidth-bound) `lm_head` once per draft instead of K + 1
+    /// times.
+    pub fn lm_head_rows(&self, normed: Tensor<2>) -> Vec<f32> {
+        match &self.cpu {
+            Some(cpu) => {
+                let [rows, _] = normed.dims();
+                let x = normed
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 activations");
+                let mut out = vec![0f32; rows * cpu.lm_head.rows()];
+                crate::kernels::matmul_packed(&x, rows, &cpu.lm_head, &mut out);
+                out
+            }
+            None => crate::generate::logits_to_vec(
+                normed
+                    .cast(self.dtype)
+                    .matmul(self.lm_head_weight().clone().transpose()),
+            ),
+        }
+    }
+
     /// Runs `tokens` at `positions` through the model, appending their keys/values to `cache`.
     ///
     /// # Shapes

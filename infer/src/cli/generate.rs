@@ -1,14 +1,131 @@
-//! `tokenswift generate`: stream a continuation of a prompt to stdout.
+//! `tokenswift generate`: stream a continuation of a prompt to stdout, with TokenSwift (default)
+//! or autoregressive decoding; statistics go to stderr.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
-use clap::Args;
-use tokenswift_infer::generate::generate_ar;
-use tokenswift_infer::tokenizer::{TextStream, chatml_prompt};
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use tokenswift_infer::decoding::engine::{
+    AcceptRule, TokenSwiftConfig, TokenSwiftStats, generate_tokenswift,
+};
+use tokenswift_infer::decoding::tree::{DraftMode, TreeChoice};
+use tokenswift_infer::generate::{GenerationStats, generate_ar};
+use tokenswift_infer::heads::{
+    DraftHeads, HeadsManifest, base_fingerprint, load_heads, manifest_path,
+};
+use tokenswift_infer::model::Model;
+use tokenswift_infer::sampling::SamplingConfig;
+use tokenswift_infer::tokenizer::{TextStream, TextTokenizer, chatml_prompt};
 
 use super::common::{ModelArgs, SamplingArgs, Ui, read_prompt};
+
+/// Decoding method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// Draft heads + n-grams + tree verification, lossless (the paper's method).
+    Tokenswift,
+    /// One token per forward pass (the baseline).
+    Ar,
+}
+
+/// How TokenSwift drafts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DraftArg {
+    /// The paper's extra base pass over the partial KV cache, then the heads (K+1 depths).
+    Separate,
+    /// The heads on the verify pass's hidden state: no extra pass, K depths.
+    Fused,
+}
+
+/// TokenSwift options (shared with the benchmarks).
+#[derive(Debug, Clone, Args)]
+pub struct TokenSwiftArgs {
+    /// Draft heads: a heads file (with its .json manifest) or a checkpoint directory with the
+    /// heads inside (published TokenSwift layout). Default for the default model: the committed
+    /// heads.
+    #[arg(long, env = "TOKENSWIFT_HEADS")]
+    pub heads: Option<PathBuf>,
+    /// Tree arity per depth (`1,3,3,3` = the paper's 40-node tree) or `auto` (chosen from the
+    /// measured step cost and per-depth acceptance).
+    #[arg(long, default_value = "auto", value_parser = TreeChoice::parse)]
+    pub tree: TreeChoice,
+    /// N-gram chains retrieved per depth-1 token (0 = no token reutilisation).
+    #[arg(long, default_value_t = 20)]
+    pub ngram_topk: usize,
+    /// Partial KV cache budget for the draft pass (sinks included). Default 4096, or the whole
+    /// prompt + generation when shorter.
+    #[arg(long)]
+    pub kv_budget: Option<usize>,
+    /// How drafts are produced.
+    #[arg(long, value_enum, default_value = "separate")]
+    pub draft: DraftArg,
+}
+
+impl TokenSwiftArgs {
+    /// The engine settings for a prompt of `prompt` tokens and `gen` new ones.
+    pub fn config(
+        &self,
+        prompt: usize,
+        gen_len: usize,
+        stop_at_eos: bool,
+    ) -> Result<TokenSwiftConfig> {
+        let total = prompt + gen_len;
+        let kv_budget = match self.kv_budget {
+            Some(b) if b > total => bail!(
+                "--kv-budget {b} is larger than the prompt plus the generation ({total} tokens); give at most {total}"
+            ),
+            Some(b) if b <= 16 => {
+                bail!("--kv-budget {b} must be larger than the 16 attention sinks")
+            }
+            Some(b) => b,
+            None => 4096.min(total).max(17),
+        };
+        Ok(TokenSwiftConfig {
+            tree: self.tree.clone(),
+            ngram_topk: self.ngram_topk,
+            kv_budget,
+            draft: match self.draft {
+                DraftArg::Separate => DraftMode::Separate,
+                DraftArg::Fused => DraftMode::Fused,
+            },
+            stop_at_eos,
+            accept: AcceptRule::PerNode,
+        })
+    }
+
+    /// Loads the heads for `model` (see `--heads`).
+    pub fn load_heads(&self, model: &Model, model_dir: &Path) -> Result<DraftHeads> {
+        if let Some(p) = &self.heads {
+            if !p.exists() {
+                bail!("heads {} do not exist", p.display());
+            }
+            return Ok(load_heads(p, model)?);
+        }
+        let committed = committed_heads();
+        if committed.exists() && manifest_path(&committed).exists() {
+            let m = HeadsManifest::load(&manifest_path(&committed))?;
+            if m.base_fingerprint == base_fingerprint(model) {
+                return Ok(load_heads(&committed, model)?);
+            }
+        }
+        if tokenswift_infer::weights::Checkpoint::open(model_dir)
+            .map(|c| DraftHeads::count_in(&c) > 0)
+            .unwrap_or(false)
+        {
+            return Ok(load_heads(model_dir, model)?);
+        }
+        bail!(
+            "no draft heads for {}: pass --heads FILE, train them with `train-heads --base ...`, or use --method ar",
+            model_dir.display()
+        )
+    }
+}
+
+/// The heads committed for the default model.
+pub fn committed_heads() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors")
+}
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -26,14 +143,107 @@ pub struct GenerateArgs {
     /// Number of tokens to generate.
     #[arg(long, alias = "gen-len", default_value_t = 256)]
     pub max_new_tokens: usize,
+    /// Decoding method.
+    #[arg(long, value_enum, default_value = "tokenswift")]
+    pub method: Method,
+    /// After a TokenSwift run, run AR on the same prompt and sampling and print the speedup
+    /// (and whether the two outputs are identical).
+    #[arg(long)]
+    pub compare_ar: bool,
     /// Wrap the prompt in the model's ChatML chat template.
     #[arg(long)]
     pub chat: bool,
     /// Stop at the end-of-sequence token (ignored by default, as in the paper's ultra-long runs).
     #[arg(long)]
     pub stop_at_eos: bool,
+    /// Show accepted draft tokens in colour on stdout.
+    #[arg(long)]
+    pub color: bool,
+    #[command(flatten)]
+    pub tokenswift: TokenSwiftArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn print_ar_stats(stats: &GenerationStats) {
+    eprintln!(
+        "AR: prompt {} tokens, prefill {:.2} s ({:.0} tok/s); generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}",
+        stats.prompt_tokens,
+        stats.prefill_time.as_secs_f64(),
+        stats.prefill_tokens_per_second(),
+        stats.generated_tokens,
+        stats.decode_time.as_secs_f64(),
+        stats.decode_tokens_per_second(),
+        1000.0 / stats.decode_tokens_per_second(),
+        if stats.stopped_at_eos {
+            ", stopped at EOS"
+        } else {
+            ""
+        }
+    );
+}
+
+fn print_ts_stats(s: &TokenSwiftStats) {
+    let d = s.decode_time.as_secs_f64().max(1e-9);
+    eprintln!(
+        "TokenSwift: prompt {} tokens, prefill {:.2} s; generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}\n  acceptance α {:.3} ({} of {} drafted), {:.2} tokens/step over {} steps, n-gram share of accepted {:.1} %, {:.1} nodes verified/step, tree {:?}\n  time: draft {:.0} %, verify {:.0} %, update {:.0} %; partial-cache selections {}; peak memory {:.0} MiB",
+        s.prompt_tokens,
+        s.prefill_time.as_secs_f64(),
+        s.generated_tokens,
+        d,
+        s.decode_tokens_per_second(),
+        1000.0 / s.decode_tokens_per_second(),
+        if s.stopped_at_eos {
+            ", stopped at EOS"
+        } else {
+            ""
+        },
+        s.acceptance_rate(),
+        s.accepted,
+        s.proposed,
+        s.tokens_per_step(),
+        s.steps,
+        100.0 * s.ngram_share(),
+        s.verified_nodes as f64 / s.steps.max(1) as f64,
+        s.last_tree,
+        100.0 * s.draft_time.as_secs_f64() / d,
+        100.0 * s.verify_time.as_secs_f64() / d,
+        100.0 * s.update_time.as_secs_f64() / d,
+        s.selections,
+        peak_rss_mib(),
+    );
+}
+
+/// Runs AR with a progress bar, printing nothing to stdout.
+pub fn run_ar_quietly(
+    model: &Model,
+    ids: &[u32],
+    n: usize,
+    sampling: &SamplingConfig,
+    stop_at_eos: bool,
+    ui: &Ui,
+) -> Result<(Vec<u32>, GenerationStats)> {
+    let bar = ui.bar(n as u64, "AR baseline");
+    let r = generate_ar(model, ids, n, sampling, stop_at_eos, &mut |_| {
+        bar.inc(1);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(r)
 }
 
 pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
@@ -49,7 +259,10 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
     let sampling = args.sampling.config();
     // Ranges first (before anything is loaded); token ids once the vocabulary is known.
     sampling.validate(usize::MAX)?;
-    let (_dir, model, tokenizer) = args.model.load(&ui)?;
+    if args.compare_ar && args.method == Method::Ar {
+        bail!("--compare-ar compares TokenSwift with AR; drop it with --method ar");
+    }
+    let (dir, model, tokenizer) = args.model.load(&ui)?;
     sampling.validate(model.config().vocab_size)?;
     let mut ids = tokenizer.encode(&text)?;
     if let Some(n) = args.prefill_len {
@@ -58,43 +271,135 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
         }
         ids.truncate(n);
     }
-    let bar = ui.bar(args.max_new_tokens as u64, "generating");
-    let mut stream = TextStream::new();
     let mut out = std::io::stdout().lock();
-    let (_, stats) = generate_ar(
-        &model,
-        &ids,
-        args.max_new_tokens,
-        &sampling,
-        args.stop_at_eos,
-        &mut |t| {
-            let piece = stream.push(&tokenizer, t)?;
-            if !piece.is_empty() {
-                bar.suspend(|| {
-                    let _ = out.write_all(piece.as_bytes());
-                    let _ = out.flush();
-                });
-            }
-            bar.inc(1);
-            Ok(())
-        },
-    )?;
-    bar.finish_and_clear();
-    let _ = writeln!(out);
-    eprintln!(
-        "prompt {} tokens, prefill {:.2} s ({:.0} tok/s); generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}",
-        stats.prompt_tokens,
-        stats.prefill_time.as_secs_f64(),
-        stats.prefill_tokens_per_second(),
-        stats.generated_tokens,
-        stats.decode_time.as_secs_f64(),
-        stats.decode_tokens_per_second(),
-        1000.0 / stats.decode_tokens_per_second(),
-        if stats.stopped_at_eos {
-            ", stopped at EOS"
-        } else {
-            ""
+    match args.method {
+        Method::Ar => {
+            let bar = ui.bar(args.max_new_tokens as u64, "generating (AR)");
+            let mut stream = TextStream::new();
+            let (_, stats) = generate_ar(
+                &model,
+                &ids,
+                args.max_new_tokens,
+                &sampling,
+                args.stop_at_eos,
+                &mut |t| {
+                    let piece = stream.push(&tokenizer, t)?;
+                    if !piece.is_empty() {
+                        bar.suspend(|| {
+                            let _ = out.write_all(piece.as_bytes());
+                            let _ = out.flush();
+                        });
+                    }
+                    bar.inc(1);
+                    Ok(())
+                },
+            )?;
+            bar.finish_and_clear();
+            let _ = writeln!(out);
+            print_ar_stats(&stats);
         }
-    );
+        Method::Tokenswift => {
+            let heads = args
+                .tokenswift
+                .load_heads(&model, &dir)
+                .context("cannot load the draft heads")?;
+            let cfg = args
+                .tokenswift
+                .config(ids.len(), args.max_new_tokens, args.stop_at_eos)?;
+            let (generated, stats) = stream_tokenswift(
+                &model,
+                &heads,
+                &tokenizer,
+                &ids,
+                args.max_new_tokens,
+                &sampling,
+                &cfg,
+                args.color,
+                &ui,
+                &mut out,
+            )?;
+            let _ = writeln!(out);
+            print_ts_stats(&stats);
+            if args.compare_ar {
+                let (ar_tokens, ar) = run_ar_quietly(
+                    &model,
+                    &ids,
+                    args.max_new_tokens,
+                    &sampling,
+                    args.stop_at_eos,
+                    &ui,
+                )?;
+                print_ar_stats(&ar);
+                let ts_ms =
+                    stats.decode_time.as_secs_f64() * 1000.0 / stats.generated_tokens.max(1) as f64;
+                let ar_ms =
+                    ar.decode_time.as_secs_f64() * 1000.0 / ar.generated_tokens.max(1) as f64;
+                eprintln!(
+                    "speedup vs AR: {:.2}× ({:.1} → {:.1} ms/token), α {:.3}; outputs {}",
+                    ar_ms / ts_ms,
+                    ar_ms,
+                    ts_ms,
+                    stats.acceptance_rate(),
+                    if ar_tokens == generated {
+                        "identical token for token".to_string()
+                    } else {
+                        let first = ar_tokens.iter().zip(&generated).position(|(a, b)| a != b);
+                        format!(
+                            "differ from token {} on (floating-point ties between the batched verify pass and the one-token pass)",
+                            first.unwrap_or(ar_tokens.len().min(generated.len()))
+                        )
+                    }
+                );
+            }
+        }
+    }
     Ok(())
+}
+
+/// Runs TokenSwift, streaming text to `out` (accepted draft tokens in green with `color`).
+#[allow(clippy::too_many_arguments)]
+pub fn stream_tokenswift(
+    model: &Model,
+    heads: &DraftHeads,
+    tokenizer: &TextTokenizer,
+    ids: &[u32],
+    n: usize,
+    sampling: &SamplingConfig,
+    cfg: &TokenSwiftConfig,
+    color: bool,
+    ui: &Ui,
+    out: &mut dyn Write,
+) -> Result<(Vec<u32>, TokenSwiftStats)> {
+    let bar = ui.bar(n as u64, "generating (TokenSwift)");
+    let mut stream = TextStream::new();
+    let t0 = std::time::Instant::now();
+    let r = generate_tokenswift(model, heads, ids, n, sampling, cfg, &mut |step| {
+        let mut text = String::new();
+        for (i, &t) in step.tokens.iter().enumerate() {
+            let piece = stream.push(tokenizer, t)?;
+            if color && i < step.accepted && !piece.is_empty() {
+                text.push_str("\x1b[32m");
+                text.push_str(&piece);
+                text.push_str("\x1b[0m");
+            } else {
+                text.push_str(&piece);
+            }
+        }
+        if !text.is_empty() {
+            bar.suspend(|| {
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            });
+        }
+        bar.inc(step.tokens.len() as u64);
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "TokenSwift {:.1} tok/s α {:.2}",
+            step.stats.generated_tokens as f64 / secs,
+            step.stats.acceptance_rate()
+        ));
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(r)
 }

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 use crate::cache::KvCache;
 use crate::error::{InferError, Result};
@@ -242,14 +242,14 @@ pub fn generate_tokenswift(
 
     let budget = cfg.kv_budget;
     let mut partial = PartialKvCache::new(model, budget.min(prompt.len() + max_new));
-    let lm_head = model.lm_head_weight();
 
     while !done {
         let arity = planner.arity();
         let pos = full.len();
         // Draft.
         let td = Instant::now();
-        let mut depth_logits: Vec<f32> = Vec::new();
+        // Rows to project through lm_head in one call: the base's (separate mode), then the heads'.
+        let mut normed_rows: Vec<Tensor<2>> = Vec::with_capacity(k_heads + 1);
         let draft_hidden = match cfg.draft {
             DraftMode::Separate => {
                 let out = if partial.is_ready() {
@@ -259,7 +259,7 @@ pub fn generate_tokenswift(
                         &[pos],
                         &AttentionMask::Causal,
                         &mut partial.cache,
-                        LogitRows::Last,
+                        LogitRows::None,
                     )?;
                     partial.cache.rollback_to(slots)?;
                     out
@@ -275,7 +275,7 @@ pub fn generate_tokenswift(
                         &[pos],
                         &AttentionMask::Causal,
                         &mut full,
-                        LogitRows::Last,
+                        LogitRows::None,
                     )?;
                     full.rollback_to(pos)?;
                     if select {
@@ -285,14 +285,19 @@ pub fn generate_tokenswift(
                     }
                     out
                 };
-                depth_logits.extend(logits_to_vec(out.logits.expect("logits were requested")));
+                normed_rows.push(
+                    model
+                        .final_norm()
+                        .forward(out.hidden.clone())
+                        .cast(DType::F32),
+                );
                 out.hidden
             }
             DraftMode::Fused => hidden.clone(),
         };
-        for l in heads.logits(draft_hidden, lm_head) {
-            depth_logits.extend(logits_to_vec(l));
-        }
+        // Heads are f32 whatever the base's dtype (bf16 on CUDA).
+        normed_rows.extend(heads.forward(draft_hidden.cast(DType::F32)));
+        let mut depth_logits = model.lm_head_rows(Tensor::cat(normed_rows, 0));
         let choices = draft_choices(sampling, &mut depth_logits, vocab, &history, &arity);
         let mut trie = CandidateTrie::from_tree(root, &choices, &arity);
         let tree_nodes = trie.len();

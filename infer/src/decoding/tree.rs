@@ -170,7 +170,7 @@ impl TreePlanner {
                 }
             }
         }
-        if self.choice == TreeChoice::Auto && self.steps % REPLAN_EVERY == 0 {
+        if self.choice == TreeChoice::Auto && self.steps.is_multiple_of(REPLAN_EVERY) {
             self.replan();
         }
         if self.choice == TreeChoice::Auto && self.steps == REPLAN_EVERY / 2 {
