@@ -201,3 +201,98 @@ fn a_backend_that_was_not_built_is_named() {
     ]);
     assert_one_sentence_error(&out, &["vulkan", "feature"]);
 }
+
+fn generate_default(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "generate",
+        "--model",
+        "smollm2-135m",
+        "--prompt",
+        "Once upon a time",
+    ];
+    if !extra.contains(&"--max-new-tokens") {
+        args.extend_from_slice(&["--max-new-tokens", "4"]);
+    }
+    args.extend_from_slice(extra);
+    tokenswift(&args)
+}
+
+#[test]
+fn malformed_or_too_deep_trees_are_refused() {
+    let out = tokenswift(&["generate", "--tree", "1,x", "--prompt", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--tree") && stderr.contains("1,3,3,3"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    let dir = tempfile::tempdir().unwrap();
+    let heads = write_heads(dir.path(), None);
+    let out = generate_default(&["--tree", "1,1,1,1,1", "--heads", &heads]);
+    assert_one_sentence_error(&out, &["--tree has 5 levels", "at most 4"]);
+    let out = generate_default(&["--tree", "1,1,1,1", "--draft", "fused", "--heads", &heads]);
+    assert_one_sentence_error(&out, &["at most 3 in fused mode"]);
+}
+
+#[test]
+fn partial_budget_out_of_range_is_refused() {
+    let out = generate_default(&["--kv-budget", "8"]);
+    assert_one_sentence_error(&out, &["--kv-budget 8", "16 attention sinks"]);
+    let out = generate_default(&["--kv-budget", "100000"]);
+    assert_one_sentence_error(
+        &out,
+        &[
+            "--kv-budget 100000",
+            "larger than the prompt plus the generation",
+        ],
+    );
+}
+
+#[test]
+fn generation_beyond_the_context_is_refused() {
+    let out = generate_default(&["--max-new-tokens", "9000"]);
+    assert_one_sentence_error(&out, &["exceeds the model's context of 8192 tokens"]);
+}
+
+/// Writes untrained heads for SmolLM2's width; with `fingerprint`, a manifest naming that base.
+fn write_heads(dir: &Path, fingerprint: Option<&str>) -> String {
+    use burn::tensor::Device;
+    use tokenswift_infer::heads::{DraftHeads, HeadsManifest, manifest_path};
+    let path = dir.join("heads.safetensors");
+    DraftHeads::init(3, 576, 1e-5, &Device::flex())
+        .save(&path)
+        .unwrap();
+    if let Some(fp) = fingerprint {
+        HeadsManifest {
+            base_model: "someone-elses-model".into(),
+            base_fingerprint: fp.into(),
+            hidden_size: 576,
+            vocab_size: 49152,
+            num_heads: 3,
+            recipe: serde_json::json!({}),
+            metrics: serde_json::json!({}),
+        }
+        .save(&manifest_path(&path))
+        .unwrap();
+    }
+    path.display().to_string()
+}
+
+#[test]
+fn heads_of_another_base_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let heads = write_heads(dir.path(), Some("0123456789abcdef0123"));
+    let out = generate_default(&["--heads", &heads]);
+    assert_one_sentence_error(
+        &out,
+        &[
+            "were trained on base `someone-elses-model`",
+            "not on this model",
+        ],
+    );
+    let out = generate_default(&["--heads", "/no/such/heads.safetensors"]);
+    assert_one_sentence_error(&out, &["/no/such/heads.safetensors", "do not exist"]);
+    // Heads of another width (the tiny test model's base checkpoint has none).
+    let out = generate_default(&["--heads", &tiny()]);
+    assert_one_sentence_error(&out, &["holds no draft heads"]);
+}

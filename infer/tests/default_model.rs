@@ -233,3 +233,54 @@ fn prompt_longer_than_the_context_is_an_error() {
     .to_string();
     assert!(e.contains("exceeds the model's context of 8192"), "{e}");
 }
+
+/// Greedy TokenSwift equals greedy AR on the default model, with penalty, min-p and n-grams, and
+/// a small partial cache so that it re-selects; with the committed heads when present, and with
+/// untrained heads.
+#[test]
+fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
+    use tokenswift_infer::decoding::engine::{TokenSwiftConfig, generate_tokenswift};
+    use tokenswift_infer::decoding::tree::{DraftMode, TreeChoice};
+    use tokenswift_infer::heads::{DraftHeads, load_heads};
+    let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
+    let tok = TextTokenizer::load(model_dir()).unwrap();
+    let committed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors");
+    let mut all_heads = vec![DraftHeads::init_for(&model, 3, &Device::flex())];
+    if committed.exists() {
+        all_heads.push(load_heads(&committed, &model).unwrap());
+    }
+    let s = SamplingConfig {
+        penalty: 1.2,
+        penalty_window: 64,
+        min_p: 0.1,
+        ..SamplingConfig::greedy()
+    };
+    let prompts = [
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+        "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    ];
+    for (i, text) in prompts.iter().enumerate() {
+        let ids = tok.encode(text).unwrap();
+        let n = 96;
+        let want = generate_ar(&model, &ids, n, &s, false, &mut |_| Ok(()))
+            .unwrap()
+            .0;
+        for heads in &all_heads {
+            for (draft, tree) in [(DraftMode::Separate, "auto"), (DraftMode::Fused, "2,2,1")] {
+                let cfg = TokenSwiftConfig {
+                    tree: TreeChoice::parse(tree).unwrap(),
+                    kv_budget: 48,
+                    draft,
+                    ..Default::default()
+                };
+                let (got, stats) =
+                    generate_tokenswift(&model, heads, &ids, n, &s, &cfg, &mut |_| Ok(())).unwrap();
+                assert_eq!(got, want, "prompt {i}, {draft:?}");
+                if draft == DraftMode::Separate {
+                    assert!(stats.selections >= 2, "{} selections", stats.selections);
+                }
+            }
+        }
+    }
+}

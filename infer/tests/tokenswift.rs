@@ -237,3 +237,146 @@ fn sampling_distribution_matches_ar_and_the_test_has_teeth() {
         "the biased sampler was not detected: chi-square {chi:.1}"
     );
 }
+
+/// A base + heads checkpoint in the published layout (`model.medusa_layers.*` inside the base
+/// safetensors) loads and runs TokenSwift losslessly.
+#[test]
+fn published_layout_checkpoint_runs() {
+    use tokenswift_infer::heads::load_heads;
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/tiny-llama-mha");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "generation_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let base = tokenswift_infer::weights::Checkpoint::open(&src).unwrap();
+    let mut tensors = Vec::new();
+    let names: Vec<String> = base.names().cloned().collect();
+    let mut base = base;
+    for n in names {
+        let shape = safetensors_shape(&src.join("model.safetensors"), &n);
+        tensors.push((n.clone(), shape.clone(), base.read_f32(&n, &shape).unwrap()));
+    }
+    let model = tiny("llama-mha", true);
+    tensors.extend(random_heads(&model, 3).tensors());
+    tokenswift_infer::weights::write_f32_safetensors(
+        &dir.path().join("model.safetensors"),
+        &tensors,
+    )
+    .unwrap();
+    let model = Model::load(dir.path(), &Device::flex(), DType::F32).unwrap();
+    let heads = load_heads(dir.path(), &model).unwrap();
+    assert_eq!(heads.len(), 3);
+    let p = prompt(20, 1, 64);
+    let s = greedy_with_penalty();
+    let (got, _) = ts(&model, &heads, &p, 40, &s, &TokenSwiftConfig::default());
+    assert_eq!(got, ar(&model, &p, 40, &s));
+}
+
+fn safetensors_shape(file: &std::path::Path, name: &str) -> Vec<usize> {
+    let data = std::fs::read(file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+    st.tensor(name).unwrap().shape().to_vec()
+}
+
+/// EOS is honoured mid-path with `stop_at_eos`, and ignored by default.
+#[test]
+fn eos_stops_mid_path_only_when_asked() {
+    let model = tiny("llama-mha", true);
+    let heads = random_heads(&model, 4);
+    let p = prompt(20, 6, 64);
+    let s = SamplingConfig::greedy();
+    let plain = ar(&model, &p, 60, &s);
+    let eos = model.config().eos_token_ids[0];
+    let (got, _) = ts(&model, &heads, &p, 60, &s, &TokenSwiftConfig::default());
+    assert_eq!(got, plain);
+    let cfg = TokenSwiftConfig {
+        stop_at_eos: true,
+        ..Default::default()
+    };
+    let (got, stats) = ts(&model, &heads, &p, 60, &s, &cfg);
+    match plain.iter().position(|&t| t == eos) {
+        Some(i) => {
+            assert_eq!(got, plain[..=i].to_vec());
+            assert!(stats.stopped_at_eos);
+        }
+        None => assert_eq!(got, plain),
+    }
+}
+
+/// Bad settings are errors that say what is wrong.
+#[test]
+fn bad_settings_are_clear_errors() {
+    let model = tiny("llama-mha", true);
+    let heads = random_heads(&model, 4);
+    let p = prompt(20, 6, 64);
+    let s = SamplingConfig::greedy();
+    let run = |cfg: TokenSwiftConfig, n: usize| {
+        generate_tokenswift(&model, &heads, &p, n, &s, &cfg, &mut |_| Ok(()))
+            .err()
+            .map(|e| e.to_string())
+    };
+    let e = run(
+        TokenSwiftConfig {
+            kv_budget: 16,
+            ..Default::default()
+        },
+        10,
+    )
+    .unwrap();
+    assert!(e.contains("16 attention sinks"), "{e}");
+    let e = run(
+        TokenSwiftConfig {
+            tree: TreeChoice::Fixed(vec![1, 1, 1, 1, 1]),
+            ..Default::default()
+        },
+        10,
+    )
+    .unwrap();
+    assert!(e.contains("at most 4"), "{e}");
+    let e = run(TokenSwiftConfig::default(), 300).unwrap();
+    assert!(e.contains("context of 256"), "{e}");
+}
+
+/// ≥ 100K tokens from a tiny random model whose context allows it, with a 256-slot partial cache:
+/// the draft path's cache stays at its budget and the output equals greedy AR. Takes a few
+/// minutes: `cargo test --release -p tokenswift-infer --test tokenswift -- --ignored`.
+#[test]
+#[ignore]
+fn hundred_thousand_tokens_in_bounded_draft_memory() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/tiny-llama-mha");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["generation_config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = serde_json::json!(131072);
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let model = Model::load(dir.path(), &Device::flex(), DType::F32).unwrap();
+    let heads = random_heads(&model, 8);
+    let p = prompt(300, 2, 64);
+    let n = 100_000;
+    let s = SamplingConfig {
+        penalty_window: 64,
+        ..greedy_with_penalty()
+    };
+    let t0 = std::time::Instant::now();
+    let cfg = TokenSwiftConfig {
+        kv_budget: 256,
+        ngram_topk: 4,
+        ..Default::default()
+    };
+    let (got, stats) = ts(&model, &heads, &p, n, &s, &cfg);
+    let ts_time = t0.elapsed();
+    assert_eq!(got.len(), n);
+    assert!(stats.selections > 100, "{} selections", stats.selections);
+    let t1 = std::time::Instant::now();
+    assert_eq!(got, ar(&model, &p, n, &s));
+    println!(
+        "100K tokens: TokenSwift {:.1} s ({} steps, {} selections), AR {:.1} s",
+        ts_time.as_secs_f64(),
+        stats.steps,
+        stats.selections,
+        t1.elapsed().as_secs_f64()
+    );
+}

@@ -299,13 +299,15 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
             print_ar_stats(&stats);
         }
         Method::Tokenswift => {
+            // Settings and lengths first: they need no heads.
+            let cfg = args
+                .tokenswift
+                .config(ids.len(), args.max_new_tokens, args.stop_at_eos)?;
+            tokenswift_infer::generate::check_context(&model, ids.len(), args.max_new_tokens)?;
             let heads = args
                 .tokenswift
                 .load_heads(&model, &dir)
                 .context("cannot load the draft heads")?;
-            let cfg = args
-                .tokenswift
-                .config(ids.len(), args.max_new_tokens, args.stop_at_eos)?;
             let (generated, stats) = stream_tokenswift(
                 &model,
                 &heads,
