@@ -1,4 +1,14 @@
-//! tokenswift-eval: speedup, acceptance rate and Distinct-n measurements, paper-table reproduction
-//! and ablation sweeps, written as tables and charts under `reports/`. Filled by the eval issue.
+//! tokenswift-eval: speedup, acceptance rate and Distinct-n measurements (SPEC §6), paper-table
+//! reproduction (SPEC §7) and ablation sweeps, written to run directories under `reports/` as a
+//! results table (CSV + Parquet through polars), a Markdown summary and charts (plotters).
 
+pub mod charts;
+pub mod distinct;
+pub mod error;
+pub mod measure;
+pub mod report;
+pub mod runner;
+pub mod table;
+
+pub use error::{EvalError, Result};
 pub use tokenswift_infer as infer;

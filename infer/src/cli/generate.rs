@@ -2,18 +2,14 @@
 //! or autoregressive decoding; statistics go to stderr.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use tokenswift_infer::decoding::engine::{
-    AcceptRule, TokenSwiftConfig, TokenSwiftStats, generate_tokenswift,
-};
-use tokenswift_infer::decoding::tree::{DraftMode, TreeChoice};
+use tokenswift_infer::cli_support::TokenSwiftArgs;
+use tokenswift_infer::decoding::engine::{TokenSwiftConfig, TokenSwiftStats, generate_tokenswift};
 use tokenswift_infer::generate::{GenerationStats, generate_ar};
-use tokenswift_infer::heads::{
-    DraftHeads, HeadsManifest, base_fingerprint, load_heads, manifest_path,
-};
+use tokenswift_infer::heads::DraftHeads;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
 use tokenswift_infer::tokenizer::{TextStream, TextTokenizer, chatml_prompt};
@@ -27,104 +23,6 @@ pub enum Method {
     Tokenswift,
     /// One token per forward pass (the baseline).
     Ar,
-}
-
-/// How TokenSwift drafts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DraftArg {
-    /// The paper's extra base pass over the partial KV cache, then the heads (K+1 depths).
-    Separate,
-    /// The heads on the verify pass's hidden state: no extra pass, K depths.
-    Fused,
-}
-
-/// TokenSwift options (shared with the benchmarks).
-#[derive(Debug, Clone, Args)]
-pub struct TokenSwiftArgs {
-    /// Draft heads: a heads file (with its .json manifest) or a checkpoint directory with the
-    /// heads inside (published TokenSwift layout). Default for the default model: the committed
-    /// heads.
-    #[arg(long, env = "TOKENSWIFT_HEADS")]
-    pub heads: Option<PathBuf>,
-    /// Tree arity per depth (`1,3,3,3` = the paper's 40-node tree) or `auto` (chosen from the
-    /// measured step cost and per-depth acceptance).
-    #[arg(long, default_value = "auto", value_parser = TreeChoice::parse)]
-    pub tree: TreeChoice,
-    /// N-gram chains retrieved per depth-1 token (0 = no token reutilisation).
-    #[arg(long, default_value_t = 20)]
-    pub ngram_topk: usize,
-    /// Partial KV cache budget for the draft pass (sinks included). Default 4096, or the whole
-    /// prompt + generation when shorter.
-    #[arg(long)]
-    pub kv_budget: Option<usize>,
-    /// How drafts are produced.
-    #[arg(long, value_enum, default_value = "separate")]
-    pub draft: DraftArg,
-}
-
-impl TokenSwiftArgs {
-    /// The engine settings for a prompt of `prompt` tokens and `gen` new ones.
-    pub fn config(
-        &self,
-        prompt: usize,
-        gen_len: usize,
-        stop_at_eos: bool,
-    ) -> Result<TokenSwiftConfig> {
-        let total = prompt + gen_len;
-        let kv_budget = match self.kv_budget {
-            Some(b) if b > total => bail!(
-                "--kv-budget {b} is larger than the prompt plus the generation ({total} tokens); give at most {total}"
-            ),
-            Some(b) if b <= 16 => {
-                bail!("--kv-budget {b} must be larger than the 16 attention sinks")
-            }
-            Some(b) => b,
-            None => 4096.min(total).max(17),
-        };
-        Ok(TokenSwiftConfig {
-            tree: self.tree.clone(),
-            ngram_topk: self.ngram_topk,
-            kv_budget,
-            draft: match self.draft {
-                DraftArg::Separate => DraftMode::Separate,
-                DraftArg::Fused => DraftMode::Fused,
-            },
-            stop_at_eos,
-            accept: AcceptRule::PerNode,
-        })
-    }
-
-    /// Loads the heads for `model` (see `--heads`).
-    pub fn load_heads(&self, model: &Model, model_dir: &Path) -> Result<DraftHeads> {
-        if let Some(p) = &self.heads {
-            if !p.exists() {
-                bail!("heads {} do not exist", p.display());
-            }
-            return Ok(load_heads(p, model)?);
-        }
-        let committed = committed_heads();
-        if committed.exists() && manifest_path(&committed).exists() {
-            let m = HeadsManifest::load(&manifest_path(&committed))?;
-            if m.base_fingerprint == base_fingerprint(model) {
-                return Ok(load_heads(&committed, model)?);
-            }
-        }
-        if tokenswift_infer::weights::Checkpoint::open(model_dir)
-            .map(|c| DraftHeads::count_in(&c) > 0)
-            .unwrap_or(false)
-        {
-            return Ok(load_heads(model_dir, model)?);
-        }
-        bail!(
-            "no draft heads for {}: pass --heads FILE, train them with `train-heads --base ...`, or use --method ar",
-            model_dir.display()
-        )
-    }
-}
-
-/// The heads committed for the default model.
-pub fn committed_heads() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors")
 }
 
 #[derive(Debug, Args)]

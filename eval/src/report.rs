@@ -1,0 +1,318 @@
+//! Summaries (Markdown) and charts from a run directory's results table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use crate::charts::{BarChart, LineChart, write_bar_chart, write_line_chart};
+use crate::error::{EvalError, Result};
+use crate::table::Measurement;
+
+/// Mean and sample standard deviation.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+fn pm(v: &[f64], decimals: usize) -> String {
+    let (m, s) = mean_std(v);
+    if v.len() > 1 {
+        format!("{m:.decimals$} ± {s:.decimals$}")
+    } else {
+        format!("{m:.decimals$}")
+    }
+}
+
+/// Rows grouped by experiment, then setting (in first-seen order), then checkpoint.
+type Groups<'a> = BTreeMap<String, Vec<(String, BTreeMap<i64, Vec<&'a Measurement>>)>>;
+
+fn group(rows: &[Measurement]) -> Groups<'_> {
+    let mut out: Groups = BTreeMap::new();
+    for r in rows {
+        let settings = out.entry(r.experiment.clone()).or_default();
+        let idx = match settings.iter().position(|(s, _)| *s == r.setting) {
+            Some(i) => i,
+            None => {
+                settings.push((r.setting.clone(), BTreeMap::new()));
+                settings.len() - 1
+            }
+        };
+        settings[idx].1.entry(r.checkpoint).or_default().push(r);
+    }
+    out
+}
+
+/// The Markdown summary of every experiment: per setting and checkpoint, mean ± std over prompts.
+pub fn summary_markdown(rows: &[Measurement], title: &str) -> String {
+    let mut s = format!("# {title}\n\n");
+    for (exp, settings) in group(rows) {
+        let _ = writeln!(s, "## {exp}\n");
+        let _ = writeln!(
+            s,
+            "| setting | tokens | prompts | AR ms/token | TokenSwift ms/token | speedup × | α | tokens/step | n-gram share | minutes saved | tree |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for (setting, cps) in &settings {
+            for (cp, rs) in cps {
+                let col = |f: fn(&Measurement) -> f64| rs.iter().map(|r| f(r)).collect::<Vec<_>>();
+                let _ = writeln!(
+                    s,
+                    "| {setting} | {cp} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    rs.len(),
+                    pm(&col(|r| r.ar_ms_per_token), 1),
+                    pm(&col(|r| r.ts_ms_per_token), 1),
+                    pm(&col(|r| r.speedup), 2),
+                    pm(&col(|r| r.alpha), 3),
+                    pm(&col(|r| r.tokens_per_step), 2),
+                    pm(&col(|r| r.ngram_share * 100.0), 1) + " %",
+                    pm(&col(|r| r.minutes_saved), 2),
+                    rs[0].tree
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n| setting | Distinct-1 | Distinct-2 | Distinct-3 | Distinct-4 | TokenSwift output = AR output |\n|---|---|---|---|---|---|"
+        );
+        for (setting, cps) in &settings {
+            let last = cps.values().last().expect("a checkpoint");
+            let d = |i: usize| pm(&last.iter().map(|r| r.distinct[i]).collect::<Vec<_>>(), 3);
+            let same = last.iter().filter(|r| r.identical == 1).count();
+            let _ = writeln!(
+                s,
+                "| {setting} | {} | {} | {} | {} | {same} of {} prompts |",
+                d(0),
+                d(1),
+                d(2),
+                d(3),
+                last.len()
+            );
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn numeric_value(setting: &str) -> Option<f64> {
+    setting
+        .split_once('=')
+        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Draws every chart the rows support into `dir`; returns the PNG paths.
+pub fn charts(rows: &[Measurement], dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
+    let mut out = Vec::new();
+    for (exp, settings) in group(rows) {
+        let e = slug(&exp);
+        let mean_of = |rs: &Vec<&Measurement>, f: fn(&Measurement) -> f64| {
+            mean_std(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).0
+        };
+        let multi_cp = settings.iter().any(|(_, c)| c.len() > 1);
+        if multi_cp {
+            let line = |f: fn(&Measurement) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+                settings
+                    .iter()
+                    .map(|(s, cps)| {
+                        (
+                            format!("TokenSwift, {s}"),
+                            cps.iter()
+                                .map(|(c, rs)| (*c as f64, mean_of(rs, f)))
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            };
+            out.push(write_line_chart(
+                &dir.join(format!("{e}-speedup-vs-length")),
+                &LineChart {
+                    title: &format!("{exp}: speedup vs generated length"),
+                    x_label: "generated tokens",
+                    y_label: "speedup over AR (×, per-token latency)",
+                    series: line(|r| r.speedup),
+                    reference: Some(("AR = 1×".into(), 1.0)),
+                },
+            )?);
+            out.push(write_line_chart(
+                &dir.join(format!("{e}-alpha-vs-length")),
+                &LineChart {
+                    title: &format!("{exp}: acceptance rate vs generated length"),
+                    x_label: "generated tokens",
+                    y_label: "acceptance rate α (whole run)",
+                    series: line(|r| r.alpha),
+                    reference: None,
+                },
+            )?);
+            let mut series = line(|r| r.ts_ms_per_token * r.checkpoint as f64 / 60_000.0);
+            if let Some((_, cps)) = settings.first() {
+                series.insert(
+                    0,
+                    (
+                        "AR".into(),
+                        cps.iter()
+                            .map(|(c, rs)| {
+                                (
+                                    *c as f64,
+                                    mean_of(rs, |r| {
+                                        r.ar_ms_per_token * r.checkpoint as f64 / 60_000.0
+                                    }),
+                                )
+                            })
+                            .collect(),
+                    ),
+                );
+            }
+            out.push(write_line_chart(
+                &dir.join(format!("{e}-time-vs-length")),
+                &LineChart {
+                    title: &format!("{exp}: time to generate"),
+                    x_label: "generated tokens",
+                    y_label: "decode time (minutes)",
+                    series,
+                    reference: None,
+                },
+            )?);
+        }
+        let finals: Vec<(String, Vec<&Measurement>)> = settings
+            .iter()
+            .map(|(s, cps)| (s.clone(), cps.values().last().cloned().unwrap_or_default()))
+            .collect();
+        out.push(write_bar_chart(
+            &dir.join(format!("{e}-distinct")),
+            &BarChart {
+                title: &format!("{exp}: Distinct-n of the generated tokens"),
+                y_label: "unique n-grams / total n-grams",
+                groups: (1..=4).map(|n| format!("Distinct-{n}")).collect(),
+                series: finals
+                    .iter()
+                    .map(|(s, rs)| {
+                        let d = (0..4)
+                            .map(|i| {
+                                mean_std(&rs.iter().map(|r| r.distinct[i]).collect::<Vec<_>>()).0
+                            })
+                            .collect();
+                        (s.clone(), d)
+                    })
+                    .collect(),
+            },
+        )?);
+        let numeric: Option<Vec<(f64, &Vec<&Measurement>)>> = finals
+            .iter()
+            .map(|(s, rs)| numeric_value(s).map(|v| (v, rs)))
+            .collect();
+        if let Some(mut pts) = numeric.filter(|p| p.len() > 1) {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let param = finals[0].0.split('=').next().unwrap_or("value").to_string();
+            out.push(write_line_chart(
+                &dir.join(format!("{e}-sweep-distinct")),
+                &LineChart {
+                    title: &format!("{exp}: Distinct-n vs {param}"),
+                    x_label: &param,
+                    y_label: "Distinct-n",
+                    series: (0..4)
+                        .map(|i| {
+                            (
+                                format!("Distinct-{}", i + 1),
+                                pts.iter()
+                                    .map(|(v, rs)| {
+                                        (
+                                            *v,
+                                            mean_std(
+                                                &rs.iter()
+                                                    .map(|r| r.distinct[i])
+                                                    .collect::<Vec<_>>(),
+                                            )
+                                            .0,
+                                        )
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                    reference: None,
+                },
+            )?);
+            out.push(write_line_chart(
+                &dir.join(format!("{e}-sweep-speedup")),
+                &LineChart {
+                    title: &format!("{exp}: speedup and α vs {param}"),
+                    x_label: &param,
+                    y_label: "speedup (×) / α",
+                    series: vec![
+                        (
+                            "speedup".into(),
+                            pts.iter()
+                                .map(|(v, rs)| (*v, mean_of(rs, |r| r.speedup)))
+                                .collect(),
+                        ),
+                        (
+                            "α".into(),
+                            pts.iter()
+                                .map(|(v, rs)| (*v, mean_of(rs, |r| r.alpha)))
+                                .collect(),
+                        ),
+                    ],
+                    reference: Some(("AR = 1×".into(), 1.0)),
+                },
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+/// The paper's figures (SPEC §7), for the tables that put ours beside them.
+pub mod paper {
+    /// Table 1: speedup at 20K/40K/60K/80K/100K and α at 100K (A100, prefill 4096).
+    pub const TABLE1: [(&str, [f64; 5], f64); 5] = [
+        ("Llama3.1-8B", [1.93, 2.47, 2.88, 3.13, 3.27], 0.84),
+        ("YaRN-Llama2-7b-128k", [2.02, 2.56, 2.89, 3.10, 3.23], 0.90),
+        ("Qwen2.5-1.5B", [1.69, 2.31, 2.69, 2.95, 3.13], 0.89),
+        ("Qwen2.5-7B", [2.00, 2.64, 2.86, 3.07, 3.23], 0.82),
+        ("Qwen2.5-14B", [2.12, 2.68, 3.01, 3.20, 3.34], 0.84),
+    ];
+    /// Lengths of Table 1.
+    pub const LENGTHS: [usize; 5] = [20_000, 40_000, 60_000, 80_000, 100_000];
+    /// N-gram ablation (Llama3.1-8B, 100K, read off the plot): (k, α, speedup).
+    pub const NGRAM: [(usize, f64, f64); 2] = [(20, 0.82, 3.25), (0, 0.40, 1.96)];
+    /// Penalty ablation (Llama3.1-8B, 100K): (sampler, penalty on?, Distinct-1..4 or average only).
+    pub const PENALTY_MIN_P: [(bool, [f64; 4]); 2] = [
+        (true, [0.41, 0.71, 0.81, 0.82]),
+        (false, [0.07, 0.11, 0.14, 0.15]),
+    ];
+    /// Average Distinct-n with / without penalty for top-p and eta.
+    pub const PENALTY_AVG: [(&str, f64, f64); 3] = [
+        ("min-p", 0.69, 0.12),
+        ("top-p", 0.25, 0.16),
+        ("eta", 0.43, 0.11),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert!((m - 2.5).abs() < 1e-12);
+        assert!((s - 1.2909944487358056).abs() < 1e-12);
+        assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
+    }
+}

@@ -1,0 +1,252 @@
+//! The results table of a run directory: one row per (cell, checkpoint), appended to
+//! `results.csv` (through polars) as soon as a cell finishes, so an interrupted sweep loses
+//! nothing and a rerun skips finished cells. `results.parquet` is written from it at the end.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::error::{EvalError, Result};
+
+/// One measurement: a cell (experiment × setting × prompt × length) at one checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub experiment: String,
+    /// The swept parameter and its value, e.g. `penalty-window=1024` (or `default`).
+    pub setting: String,
+    pub prompt: i64,
+    pub prefill_len: i64,
+    pub gen_len: i64,
+    /// Tokens generated when the latencies were read.
+    pub checkpoint: i64,
+    pub ar_ms_per_token: f64,
+    pub ts_ms_per_token: f64,
+    pub speedup: f64,
+    pub minutes_saved: f64,
+    /// Acceptance rate α and mean tokens per step over the whole cell.
+    pub alpha: f64,
+    pub tokens_per_step: f64,
+    pub ngram_share: f64,
+    /// Distinct-1..4 of the TokenSwift output (token ids), whole cell.
+    pub distinct: [f64; 4],
+    /// The tree of the last step.
+    pub tree: String,
+    /// 1 when TokenSwift's output equals AR's token for token.
+    pub identical: i64,
+}
+
+impl Measurement {
+    /// The key of the cell this row belongs to.
+    pub fn cell_key(&self) -> String {
+        cell_key(&self.experiment, &self.setting, self.prompt, self.gen_len)
+    }
+}
+
+pub fn cell_key(experiment: &str, setting: &str, prompt: i64, gen_len: i64) -> String {
+    format!("{experiment}|{setting}|{prompt}|{gen_len}")
+}
+
+fn frame(rows: &[Measurement]) -> PolarsResult<DataFrame> {
+    let s = |f: fn(&Measurement) -> String| rows.iter().map(f).collect::<Vec<String>>();
+    let i = |f: fn(&Measurement) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    let x = |f: fn(&Measurement) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    DataFrame::new_infer_height(vec![
+        Column::new("experiment".into(), s(|m| m.experiment.clone())),
+        Column::new("setting".into(), s(|m| m.setting.clone())),
+        Column::new("prompt".into(), i(|m| m.prompt)),
+        Column::new("prefill_len".into(), i(|m| m.prefill_len)),
+        Column::new("gen_len".into(), i(|m| m.gen_len)),
+        Column::new("checkpoint".into(), i(|m| m.checkpoint)),
+        Column::new("ar_ms_per_token".into(), x(|m| m.ar_ms_per_token)),
+        Column::new("ts_ms_per_token".into(), x(|m| m.ts_ms_per_token)),
+        Column::new("speedup".into(), x(|m| m.speedup)),
+        Column::new("minutes_saved".into(), x(|m| m.minutes_saved)),
+        Column::new("alpha".into(), x(|m| m.alpha)),
+        Column::new("tokens_per_step".into(), x(|m| m.tokens_per_step)),
+        Column::new("ngram_share".into(), x(|m| m.ngram_share)),
+        Column::new("distinct1".into(), x(|m| m.distinct[0])),
+        Column::new("distinct2".into(), x(|m| m.distinct[1])),
+        Column::new("distinct3".into(), x(|m| m.distinct[2])),
+        Column::new("distinct4".into(), x(|m| m.distinct[3])),
+        Column::new("tree".into(), s(|m| m.tree.clone())),
+        Column::new("identical".into(), i(|m| m.identical)),
+    ])
+}
+
+/// The results table of one run directory.
+pub struct ResultsTable {
+    path: PathBuf,
+}
+
+impl ResultsTable {
+    pub fn new(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
+        Ok(Self {
+            path: dir.join("results.csv"),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the rows of one finished cell (header written once) and flushes them to disk.
+    pub fn append(&self, rows: &[Measurement]) -> Result<()> {
+        let new = !self.path.exists();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| EvalError::io(&self.path, e))?;
+        let mut df = frame(rows)?;
+        CsvWriter::new(&mut file)
+            .include_header(new)
+            .finish(&mut df)?;
+        file.sync_all().map_err(|e| EvalError::io(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Every row recorded so far.
+    pub fn read(&self) -> Result<Vec<Measurement>> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let df = CsvReadOptions::default()
+            .with_has_header(true)
+            .try_into_reader_with_file_path(Some(self.path.clone()))?
+            .finish()?;
+        let n = df.height();
+        let st = |c: &str| -> Result<Vec<String>> {
+            Ok(df
+                .column(c)?
+                .cast(&DataType::String)?
+                .str()?
+                .iter()
+                .map(|v| v.unwrap_or("").to_string())
+                .collect())
+        };
+        let it = |c: &str| -> Result<Vec<i64>> {
+            Ok(df
+                .column(c)?
+                .cast(&DataType::Int64)?
+                .i64()?
+                .iter()
+                .map(|v| v.unwrap_or(0))
+                .collect())
+        };
+        let fl = |c: &str| -> Result<Vec<f64>> {
+            Ok(df
+                .column(c)?
+                .cast(&DataType::Float64)?
+                .f64()?
+                .iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect())
+        };
+        let (experiment, setting, tree) = (st("experiment")?, st("setting")?, st("tree")?);
+        let (prompt, prefill, gen_len, checkpoint, identical) = (
+            it("prompt")?,
+            it("prefill_len")?,
+            it("gen_len")?,
+            it("checkpoint")?,
+            it("identical")?,
+        );
+        let f: Vec<Vec<f64>> = [
+            "ar_ms_per_token",
+            "ts_ms_per_token",
+            "speedup",
+            "minutes_saved",
+            "alpha",
+            "tokens_per_step",
+            "ngram_share",
+            "distinct1",
+            "distinct2",
+            "distinct3",
+            "distinct4",
+        ]
+        .iter()
+        .map(|c| fl(c))
+        .collect::<Result<_>>()?;
+        Ok((0..n)
+            .map(|r| Measurement {
+                experiment: experiment[r].clone(),
+                setting: setting[r].clone(),
+                prompt: prompt[r],
+                prefill_len: prefill[r],
+                gen_len: gen_len[r],
+                checkpoint: checkpoint[r],
+                ar_ms_per_token: f[0][r],
+                ts_ms_per_token: f[1][r],
+                speedup: f[2][r],
+                minutes_saved: f[3][r],
+                alpha: f[4][r],
+                tokens_per_step: f[5][r],
+                ngram_share: f[6][r],
+                distinct: [f[7][r], f[8][r], f[9][r], f[10][r]],
+                tree: tree[r].clone(),
+                identical: identical[r],
+            })
+            .collect())
+    }
+
+    /// Keys of the cells already recorded.
+    pub fn finished_cells(&self) -> Result<BTreeSet<String>> {
+        Ok(self.read()?.iter().map(Measurement::cell_key).collect())
+    }
+
+    /// Writes `results.parquet` beside the CSV.
+    pub fn write_parquet(&self) -> Result<PathBuf> {
+        let rows = self.read()?;
+        let mut df = frame(&rows)?;
+        let path = self.path.with_extension("parquet");
+        let file = std::fs::File::create(&path).map_err(|e| EvalError::io(&path, e))?;
+        ParquetWriter::new(file).finish(&mut df)?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(setting: &str, checkpoint: i64) -> Measurement {
+        Measurement {
+            experiment: "sweep".into(),
+            setting: setting.into(),
+            prompt: 0,
+            prefill_len: 512,
+            gen_len: 1024,
+            checkpoint,
+            ar_ms_per_token: 40.5,
+            ts_ms_per_token: 20.25,
+            speedup: 2.0,
+            minutes_saved: 0.35,
+            alpha: 0.75,
+            tokens_per_step: 2.5,
+            ngram_share: 0.125,
+            distinct: [0.5, 0.75, 0.875, 1.0],
+            tree: "[1, 2]".into(),
+            identical: 1,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_and_finished_cells_are_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = ResultsTable::new(dir.path()).unwrap();
+        assert!(t.finished_cells().unwrap().is_empty());
+        let a = vec![row("penalty-window=0", 512), row("penalty-window=0", 1024)];
+        let b = vec![row("penalty-window=1024, k=\"x\"", 1024)];
+        t.append(&a).unwrap();
+        t.append(&b).unwrap();
+        let back = t.read().unwrap();
+        assert_eq!(back, [a.clone(), b.clone()].concat());
+        let done = t.finished_cells().unwrap();
+        assert!(done.contains(&a[0].cell_key()) && done.contains(&b[0].cell_key()));
+        assert_eq!(done.len(), 2);
+        let pq = t.write_parquet().unwrap();
+        assert!(std::fs::metadata(pq).unwrap().len() > 100);
+    }
+}
