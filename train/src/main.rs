@@ -23,8 +23,8 @@ enum Preset {
     Auto,
     /// SPEC §1: seq 8192, lr 5e-3, wd 0.1, warm-up 50, cosine, 200 steps, batch 3 × accumulation 10.
     Paper,
-    /// The default model on a 2-core CPU: seq 512, batch 1 × accumulation 4, 300 steps, warm-up
-    /// 20 (same optimizer and schedule), about 50 minutes.
+    /// The default model on a 2-core CPU: seq 512, batch 1 × accumulation 4, 200 steps, warm-up
+    /// 20 (same optimizer and schedule), about 35 minutes.
     Cpu,
 }
 
@@ -259,6 +259,22 @@ fn run(cli: Cli) -> Result<()> {
         ui.note(&format!("resuming at step {}", trainer.step));
     }
     let log_path = cli.out.join("train-log.jsonl");
+    if cli.resume && log_path.exists() {
+        // Steps done after the last checkpoint are redone: drop their log lines.
+        let kept: String = std::fs::read_to_string(&log_path)
+            .with_context(|| format!("cannot read {}", log_path.display()))?
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| (s as usize) < trainer.step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&log_path, kept)
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

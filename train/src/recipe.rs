@@ -60,12 +60,12 @@ impl Recipe {
         }
     }
 
-    /// The CPU preset for the default model (SmolLM2-135M on 2 cores, about 50 minutes at ~200
+    /// The CPU preset for the default model (SmolLM2-135M on 2 cores, about 35 minutes at ~200
     /// tokens/s): the paper's optimizer and schedule on shorter sequences and fewer tokens per
-    /// step (300 steps × 4 × 512 = 614K tokens, about 70 % of the training novels).
+    /// step (200 steps × 4 × 512 = 410K tokens, about half of the training novels).
     pub fn cpu() -> Self {
         Self {
-            steps: 300,
+            steps: 200,
             seq_len: 512,
             batch: 1,
             grad_accum: 4,
