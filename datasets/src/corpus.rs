@@ -45,6 +45,12 @@ pub enum CorpusSource {
     TextFile(PathBuf),
     /// JSON Lines with a `text` field (one document per line).
     Jsonl(PathBuf),
+    /// A Parquet file with a `text` column (one document per row).
+    Parquet(PathBuf),
+    /// PG-19 (`deepmind/pg19`) through the Hugging Face hub: the first `files` Parquet files of
+    /// `split` (`train`, `validation` or `test`). Needs network access (or the local hub cache
+    /// with `HF_HUB_OFFLINE=1`).
+    Pg19 { split: String, files: usize },
 }
 
 impl CorpusSource {
@@ -53,10 +59,24 @@ impl CorpusSource {
         if spec.eq_ignore_ascii_case("austen") {
             return Ok(CorpusSource::Austen);
         }
-        if spec.eq_ignore_ascii_case("pg19") {
-            return Err(DatasetError::Corpus(
-                "the PG-19 corpus is not available in this build; pass `austen`, a directory of .txt files or a .jsonl file".into(),
-            ));
+        if let Some(rest) = spec.strip_prefix("pg19") {
+            // pg19, pg19:test, pg19:train:3
+            let mut parts = rest.split(':').filter(|p| !p.is_empty());
+            let split = parts.next().unwrap_or("train").to_string();
+            if !["train", "validation", "test"].contains(&split.as_str()) {
+                return Err(DatasetError::Corpus(format!(
+                    "unknown PG-19 split `{split}` (train, validation, test)"
+                )));
+            }
+            let files = match parts.next() {
+                Some(n) => n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    DatasetError::Corpus(format!(
+                        "`{n}` is not a number of PG-19 files (e.g. pg19:train:2)"
+                    ))
+                })?,
+                None => 1,
+            };
+            return Ok(CorpusSource::Pg19 { split, files });
         }
         let path = PathBuf::from(spec);
         if path.is_dir() {
@@ -64,6 +84,7 @@ impl CorpusSource {
         } else if path.is_file() {
             match path.extension().and_then(|e| e.to_str()) {
                 Some("jsonl") | Some("json") => Ok(CorpusSource::Jsonl(path)),
+                Some("parquet") => Ok(CorpusSource::Parquet(path)),
                 _ => Ok(CorpusSource::TextFile(path)),
             }
         } else {
@@ -102,6 +123,8 @@ impl CorpusSource {
             }
             CorpusSource::TextFile(p) => Ok(vec![text_document(p)?]),
             CorpusSource::Jsonl(p) => jsonl_documents(p),
+            CorpusSource::Parquet(p) => parquet_documents(p),
+            CorpusSource::Pg19 { split, files } => pg19_documents(split, *files, progress),
         }
     }
 }
@@ -142,6 +165,104 @@ fn jsonl_documents(path: &Path) -> Result<Vec<Document>> {
             name: format!("line{}", i + 1),
             text: text.to_string(),
         });
+    }
+    Ok(docs)
+}
+
+/// Documents from a Parquet file's `text` column (named by a `short_book_title` or `title`
+/// column when there is one).
+pub fn parquet_documents(path: &Path) -> Result<Vec<Document>> {
+    use polars::prelude::*;
+    let bad = |e: PolarsError| {
+        DatasetError::Corpus(format!(
+            "{} is not a readable Parquet file: {e}",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    let df = ParquetReader::new(file).finish().map_err(bad)?;
+    let text = df
+        .column("text")
+        .map_err(|_| DatasetError::Corpus(format!("{} has no `text` column", path.display())))?;
+    let text = text.str().map_err(bad)?;
+    let title = ["short_book_title", "title"]
+        .iter()
+        .find_map(|c| df.column(c).ok().and_then(|c| c.str().ok().cloned()));
+    Ok(text
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            t.map(|t| Document {
+                name: title
+                    .as_ref()
+                    .and_then(|c| c.get(i).map(String::from))
+                    .unwrap_or_else(|| format!("row{i}")),
+                text: t.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// PG-19 books of `split` from the hub's `deepmind/pg19` Parquet files (the first `files` of
+/// them, sorted by name).
+fn pg19_documents(split: &str, files: usize, progress: &dyn Fn(&str)) -> Result<Vec<Document>> {
+    let hint = |why: String| {
+        DatasetError::Unavailable(format!(
+            "cannot get PG-19 from the Hugging Face hub ({why}); use `--data austen` (offline) or a local corpus"
+        ))
+    };
+    let offline =
+        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let repo_id = "deepmind/pg19".to_string();
+    let paths: Vec<PathBuf> = if offline {
+        let cache = hf_hub::Cache::from_env().dataset(repo_id);
+        let names: Vec<String> = (0..files)
+            .map(|i| format!("data/{split}-{i:05}.parquet"))
+            .collect();
+        names
+            .iter()
+            .map(|n| {
+                cache.get(n).ok_or_else(|| {
+                    hint(format!(
+                        "HF_HUB_OFFLINE is set and {n} is not in the local hub cache"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        progress(&format!(
+            "listing deepmind/pg19 ({split}) on the Hugging Face hub"
+        ));
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_progress(true)
+            .build()
+            .map_err(|e| hint(e.to_string()))?;
+        let repo = api.dataset(repo_id);
+        let info = repo.info().map_err(|e| hint(e.to_string()))?;
+        let mut names: Vec<String> = info
+            .siblings
+            .into_iter()
+            .map(|s| s.rfilename)
+            .filter(|n| n.ends_with(".parquet") && n.contains(split))
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(hint(format!(
+                "the repository lists no Parquet file for split `{split}`"
+            )));
+        }
+        names
+            .iter()
+            .take(files)
+            .map(|n| {
+                progress(&format!("downloading {n}"));
+                repo.get(n).map_err(|e| hint(e.to_string()))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut docs = Vec::new();
+    for p in paths {
+        docs.extend(parquet_documents(&p)?);
     }
     Ok(docs)
 }

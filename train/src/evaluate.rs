@@ -19,12 +19,16 @@ pub fn evaluate_heads(
     let mut stats = vec![HeadStats::default(); heads.len()];
     let longest = sequences.iter().map(Vec::len).max().unwrap_or(1);
     let mut cache = model.new_cache(longest);
+    let lm_head = model
+        .lm_head_weight()
+        .clone()
+        .cast(burn::tensor::DType::F32);
     for (i, seq) in sequences.iter().enumerate() {
-        let h0 = base_hidden(model, seq, &mut cache)?;
+        let h0 = base_hidden(model, seq, &mut cache)?.cast(burn::tensor::DType::F32);
         let s = sequence_pass(
             heads,
             h0,
-            model.lm_head_weight(),
+            &lm_head,
             seq,
             chunk_rows,
             1.0,

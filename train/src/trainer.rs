@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use burn::module::{Module, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, ModuleOptimizer, OptimizerRecord};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tokenswift_infer::cache::KvCache;
 use tokenswift_infer::generate::PREFILL_CHUNK;
@@ -177,7 +177,8 @@ impl<'m> Trainer<'m> {
             data: data.to_string(),
         };
         let device = train_device(model);
-        let lm_head = model.lm_head_weight().clone().autodiff();
+        // The heads train in f32 whatever the base's dtype (bf16 on CUDA).
+        let lm_head = model.lm_head_weight().clone().cast(DType::F32).autodiff();
         let optim = AdamWConfig::new()
             .with_weight_decay(recipe.weight_decay as f32)
             .init();
@@ -299,7 +300,9 @@ impl<'m> Trainer<'m> {
             let g = self.step * per_step + j;
             let idx = sequence_index(g, self.sequences.len(), self.recipe.seed);
             let seq = &self.sequences[idx];
-            let h0 = base_hidden(self.model, seq, &mut self.cache)?.autodiff();
+            let h0 = base_hidden(self.model, seq, &mut self.cache)?
+                .cast(DType::F32)
+                .autodiff();
             let s = sequence_pass(
                 &self.heads,
                 h0,
