@@ -215,6 +215,13 @@ fn run(cli: Cli) -> Result<()> {
     let on_gpu = !model.uses_cpu_kernels() && !tokenswift_infer::model::is_flex(model.device());
     let recipe = recipe(&cli, on_gpu);
     recipe.validate().map_err(anyhow::Error::msg)?;
+    let ctx = model.config().max_position_embeddings;
+    if recipe.seq_len > ctx {
+        bail!(
+            "--seq-len {} exceeds the model's context of {ctx} tokens",
+            recipe.seq_len
+        );
+    }
     if !cli.eval_only {
         // Fail on an unwritable output directory before any expensive work.
         prepare_out_dir(&cli.out)?;
