@@ -293,7 +293,9 @@ pub struct TokenSwiftArgs {
     /// measured step cost and per-depth acceptance).
     #[arg(long, default_value = "auto", value_parser = TreeChoice::parse)]
     pub tree: TreeChoice,
-    /// N-gram chains retrieved per depth-1 token (0 = no token reutilisation).
+    /// N-gram chains retrieved per depth-1 token (0 = no token reutilisation). With `--tree auto`
+    /// this is the maximum: the planner lowers it while n-gram nodes do not pay for their
+    /// verification.
     #[arg(long, default_value_t = 20)]
     pub ngram_topk: usize,
     /// Partial KV cache budget for the draft pass (sinks included). Default 4096, or the whole

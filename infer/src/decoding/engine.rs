@@ -33,7 +33,8 @@ use super::trie::CandidateTrie;
 pub struct TokenSwiftConfig {
     /// Fixed arity per depth, or chosen from measured costs and acceptance.
     pub tree: TreeChoice,
-    /// N-gram chains retrieved per depth-1 token (0 = no n-gram reuse).
+    /// N-gram chains retrieved per depth-1 token (0 = no n-gram reuse); with an `auto` tree, the
+    /// maximum (the planner lowers it while n-gram nodes do not pay for their verification).
     pub ngram_topk: usize,
     /// Partial KV cache budget (slots per layer and KV head), sinks included.
     pub kv_budget: usize,
@@ -163,7 +164,7 @@ pub fn generate_tokenswift(
         return Ok((Vec::new(), TokenSwiftStats::default()));
     }
     let k_heads = heads.len();
-    let mut planner = TreePlanner::new(&cfg.tree, cfg.draft, k_heads)?;
+    let mut planner = TreePlanner::new(&cfg.tree, cfg.draft, k_heads, cfg.ngram_topk)?;
     if cfg.kv_budget <= SINKS {
         return Err(InferError::Context(format!(
             "--kv-budget {} must be larger than the {SINKS} attention sinks",
@@ -301,13 +302,14 @@ pub fn generate_tokenswift(
         let choices = draft_choices(sampling, &mut depth_logits, vocab, &history, &arity);
         let mut trie = CandidateTrie::from_tree(root, &choices, &arity);
         let tree_nodes = trie.len();
-        if cfg.ngram_topk > 0 {
+        let ngram_k = planner.ngram_k();
+        if ngram_k > 0 {
             let firsts: Vec<u32> = match cfg.draft {
                 DraftMode::Separate => trie.children(0).iter().map(|&c| trie.tokens()[c]).collect(),
                 DraftMode::Fused => vec![root],
             };
             for d in firsts {
-                for chain in ngrams.top_k(d, cfg.ngram_topk) {
+                for chain in ngrams.top_k(d, ngram_k) {
                     match cfg.draft {
                         DraftMode::Separate => trie.insert_path(&chain),
                         DraftMode::Fused => trie.insert_path(&chain[1..]),
@@ -363,6 +365,7 @@ pub fn generate_tokenswift(
             &outcome.accepted,
             &choices,
             n,
+            tree_nodes,
             tv.elapsed() + td.elapsed(),
         );
 

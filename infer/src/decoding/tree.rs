@@ -65,6 +65,14 @@ pub struct TreePlanner {
     /// Mean n-gram nodes added beyond the tree.
     extra_nodes: f64,
     steps: usize,
+    /// N-gram chains per depth-1 token: the configured maximum, and the current choice (auto
+    /// moves it between 0 and the maximum).
+    ngram_max: usize,
+    ngram_k: usize,
+    /// N-gram nodes verified and n-gram-only tokens accepted since the last re-plan.
+    ngram_nodes: u64,
+    ngram_hits: u64,
+    replans: usize,
 }
 
 fn nodes_of(arity: &[usize]) -> usize {
@@ -78,7 +86,14 @@ fn nodes_of(arity: &[usize]) -> usize {
 }
 
 impl TreePlanner {
-    pub fn new(choice: &TreeChoice, mode: DraftMode, heads: usize) -> Result<Self> {
+    /// A planner for `heads` draft heads in `mode`, with at most `ngram_max` n-gram chains per
+    /// depth-1 token.
+    pub fn new(
+        choice: &TreeChoice,
+        mode: DraftMode,
+        heads: usize,
+        ngram_max: usize,
+    ) -> Result<Self> {
         let max_depth = match mode {
             DraftMode::Separate => heads + 1,
             DraftMode::Fused => heads,
@@ -113,6 +128,11 @@ impl TreePlanner {
             costs: Vec::new(),
             extra_nodes: 0.0,
             steps: 0,
+            ngram_max,
+            ngram_k: ngram_max,
+            ngram_nodes: 0,
+            ngram_hits: 0,
+            replans: 0,
         })
     }
 
@@ -131,6 +151,11 @@ impl TreePlanner {
         }
     }
 
+    /// N-gram chains to retrieve per depth-1 token for the next step.
+    pub fn ngram_k(&self) -> usize {
+        self.ngram_k
+    }
+
     /// Largest depth-1 width.
     pub fn max_width(&self) -> usize {
         match &self.choice {
@@ -139,17 +164,22 @@ impl TreePlanner {
         }
     }
 
-    /// Records one step: the accepted nodes, the draft choices per depth, the nodes verified and
-    /// the time of draft + verify; re-plans the auto tree every few steps.
+    /// Records one step: the accepted nodes, the draft choices per depth, the nodes verified (of
+    /// which the first `tree_nodes` are the tree's, the rest n-gram chains) and the time of
+    /// draft + verify; re-plans the auto tree (and n-gram k) every few steps.
     pub fn observe(
         &mut self,
         trie: &CandidateTrie,
         accepted: &[usize],
         choices: &[Vec<u32>],
         nodes: usize,
+        tree_nodes: usize,
         time: Duration,
     ) {
         self.steps += 1;
+        let tree_len = tree_nodes;
+        self.ngram_nodes += nodes.saturating_sub(tree_len) as u64;
+        self.ngram_hits += accepted.iter().filter(|&&a| a >= tree_len).count() as u64;
         self.costs.push((nodes as f64, time.as_secs_f64()));
         if self.costs.len() > 256 {
             self.costs.remove(0);
@@ -213,6 +243,38 @@ impl TreePlanner {
         let mut candidate = Vec::new();
         self.search(&mut candidate, fixed, per_node, &mut best);
         self.current = best.1;
+        self.replan_ngrams(best.0, per_node);
+    }
+
+    /// Moves the n-gram k one notch up when the n-gram nodes verified since the last re-plan
+    /// paid for themselves (accepted tokens per node above the tree's tokens per second times
+    /// the cost of a node), one notch down otherwise; from 0 it retries 1 every 8 re-plans so
+    /// that the value of n-grams keeps being measured.
+    fn replan_ngrams(&mut self, tree_rate: f64, per_node: f64) {
+        const NOTCHES: [usize; 5] = [0, 1, 2, 5, 10];
+        self.replans += 1;
+        let mut options: Vec<usize> = NOTCHES
+            .iter()
+            .copied()
+            .filter(|&k| k < self.ngram_max)
+            .collect();
+        options.push(self.ngram_max);
+        let i = options.iter().position(|&k| k >= self.ngram_k).unwrap_or(0);
+        if self.ngram_k == 0 {
+            if self.replans.is_multiple_of(8) && options.len() > 1 {
+                self.ngram_k = options[1];
+            }
+        } else if self.ngram_nodes > 0 {
+            let per_node_value = self.ngram_hits as f64 / self.ngram_nodes as f64;
+            let worth = per_node_value / per_node >= tree_rate;
+            self.ngram_k = if worth {
+                options[(i + 1).min(options.len() - 1)]
+            } else {
+                options[i.saturating_sub(1)]
+            };
+        }
+        self.ngram_nodes = 0;
+        self.ngram_hits = 0;
     }
 
     /// Exhaustive search over arities (depth ≤ max, each ≤ MAX_RANK, non-increasing).
@@ -268,8 +330,8 @@ mod tests {
     #[test]
     fn too_deep_trees_are_refused() {
         let t = TreeChoice::Fixed(vec![1, 3, 3, 3]);
-        assert!(TreePlanner::new(&t, DraftMode::Separate, 3).is_ok());
-        let e = TreePlanner::new(&t, DraftMode::Fused, 3)
+        assert!(TreePlanner::new(&t, DraftMode::Separate, 3, 20).is_ok());
+        let e = TreePlanner::new(&t, DraftMode::Fused, 3, 20)
             .err()
             .unwrap()
             .to_string();
@@ -280,14 +342,20 @@ mod tests {
     /// the planner prefers a chain over the paper's wide tree.
     #[test]
     fn auto_prefers_a_chain_when_nodes_are_expensive_and_top1_wins() {
-        let mut p = TreePlanner::new(&TreeChoice::Auto, DraftMode::Separate, 3).unwrap();
+        let mut p = TreePlanner::new(&TreeChoice::Auto, DraftMode::Separate, 3, 20).unwrap();
         p.costs = (1..40)
-            .map(|n| (n as f64, 0.02 + 0.01 * n as f64))
+            .map(|n| (n as f64, 0.02 + 0.001 * n as f64))
             .collect();
         p.visits = vec![100, 80, 60, 40];
         p.hits = vec![[80, 2, 1, 0], [60, 3, 1, 0], [40, 2, 1, 0], [20, 1, 1, 0]];
         p.replan();
         assert_eq!(p.arity(), vec![1, 1, 1, 1]);
+        // Expensive nodes: a shorter chain (E 2.4 over 3 nodes beats E 3.0 over 5).
+        p.costs = (1..40)
+            .map(|n| (n as f64, 0.02 + 0.01 * n as f64))
+            .collect();
+        p.replan();
+        assert_eq!(p.arity(), vec![1, 1]);
         // Cheap nodes and spread-out ranks favour width.
         p.costs = (1..40)
             .map(|n| (n as f64, 0.05 + 0.0001 * n as f64))
@@ -300,5 +368,28 @@ mod tests {
         ];
         p.replan();
         assert!(p.arity()[0] > 1, "{:?}", p.arity());
+    }
+
+    /// N-gram nodes that never get accepted push k down to 0; useful ones push it up.
+    #[test]
+    fn auto_moves_ngram_k_by_measured_value() {
+        let mut p = TreePlanner::new(&TreeChoice::Auto, DraftMode::Separate, 3, 20).unwrap();
+        assert_eq!(p.ngram_k(), 20);
+        for _ in 0..5 {
+            p.ngram_nodes = 600;
+            p.ngram_hits = 0;
+            p.replan_ngrams(20.0, 0.002);
+        }
+        assert_eq!(p.ngram_k(), 0);
+        // At 0 it retries 1 every 8 re-plans.
+        for _ in 0..3 {
+            p.replan_ngrams(20.0, 0.002);
+        }
+        assert_eq!(p.ngram_k(), 1);
+        // Each node accepted half the time at 2 ms a node: 250 tokens/s > 20: up.
+        p.ngram_nodes = 10;
+        p.ngram_hits = 5;
+        p.replan_ngrams(20.0, 0.002);
+        assert_eq!(p.ngram_k(), 2);
     }
 }
