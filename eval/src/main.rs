@@ -288,6 +288,23 @@ fn apply(param: Param, value: &str, s: &mut Setting) -> Result<()> {
     Ok(())
 }
 
+/// min-p, top-p and eta, each with the paper's penalty (1.2) and without.
+fn sampler_settings(run: &RunArgs, prompt_len: usize) -> Result<Vec<Setting>> {
+    let mut v = Vec::new();
+    for sampler in ["min-p", "top-p", "eta"] {
+        for penalty in [true, false] {
+            let mut s = base_setting(run, prompt_len)?;
+            apply(Param::Sampler, sampler, &mut s)?;
+            if !penalty {
+                s.sampling.penalty = 1.0;
+            }
+            s.name = format!("{sampler}, penalty {}", if penalty { "1.2" } else { "off" });
+            v.push(s);
+        }
+    }
+    Ok(v)
+}
+
 fn param_name(p: Param) -> &'static str {
     match p {
         Param::PenaltyWindow => "penalty-window",
@@ -411,21 +428,7 @@ fn paper_table(a: PaperArgs, ui: &Ui) -> Result<()> {
             let p = bench.prompts[0].len();
             let (exp, settings): (&str, Vec<Setting>) = match a.table {
                 Table::Two => {
-                    let mut v = Vec::new();
-                    for sampler in ["min-p", "top-p", "eta"] {
-                        for penalty in [true, false] {
-                            let mut s = base_setting(&run, p)?;
-                            apply(Param::Sampler, sampler, &mut s)?;
-                            if !penalty {
-                                s.sampling.penalty = 1.0;
-                            }
-                            s.name = format!(
-                                "{sampler}, penalty {}",
-                                if penalty { "1.2" } else { "off" }
-                            );
-                            v.push(s);
-                        }
-                    }
+                    let v = sampler_settings(&run, p)?;
                     ("paper-table-2", v)
                 }
                 Table::Penalty => (
@@ -688,18 +691,7 @@ fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
             ui,
         )?;
     }
-    let mut samplers = Vec::new();
-    for sampler in ["min-p", "top-p", "eta"] {
-        for penalty in [true, false] {
-            let mut s = base_setting(&sw, p)?;
-            apply(Param::Sampler, sampler, &mut s)?;
-            if !penalty {
-                s.sampling.penalty = 1.0;
-            }
-            s.name = format!("{sampler}, penalty {}", if penalty { "1.2" } else { "off" });
-            samplers.push(s);
-        }
-    }
+    let samplers = sampler_settings(&sw, p)?;
     run_grid(
         &bench,
         "samplers",

@@ -371,3 +371,17 @@ impl TokenSwiftArgs {
 pub fn committed_heads() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors")
 }
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use tokenswift_datasets::{CorpusSource, tokenize, training_sequences};
-use tokenswift_infer::cli_support::{DeviceChoice, ModelArgs, Ui};
+use tokenswift_infer::cli_support::{DeviceChoice, ModelArgs, Ui, peak_rss_mib};
 use tokenswift_infer::heads::{DraftHeads, HeadsManifest, load_heads, manifest_path};
 use tokenswift_infer::model::Model;
 use tokenswift_train::evaluate::evaluate_heads;
@@ -372,18 +372,4 @@ fn eval_only(
         print!("{}", stats_table(label, &stats));
     }
     Ok(())
-}
-
-/// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }

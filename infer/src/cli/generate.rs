@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use tokenswift_infer::cli_support::TokenSwiftArgs;
+use tokenswift_infer::cli_support::{TokenSwiftArgs, peak_rss_mib};
 use tokenswift_infer::decoding::engine::{TokenSwiftConfig, TokenSwiftStats, generate_tokenswift};
 use tokenswift_infer::generate::{GenerationStats, generate_ar};
 use tokenswift_infer::heads::DraftHeads;
@@ -61,20 +61,6 @@ pub struct GenerateArgs {
     pub tokenswift: TokenSwiftArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-}
-
-/// Peak resident memory of this process in MiB (Linux `VmHWM`).
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn print_ar_stats(stats: &GenerationStats) {
