@@ -153,7 +153,6 @@ impl<'a> Xdr<'a> {
         let flags = self.int()? as u32;
         let ty = flags & 0xff;
         let has_attr = flags & (1 << 9) != 0;
-        let has_tag = flags & (1 << 10) != 0;
         let value = match ty {
             NILVALUE_SXP | NILSXP | EMPTYENV_SXP | BASEENV_SXP | GLOBALENV_SXP
             | UNBOUNDVALUE_SXP | MISSINGARG_SXP | BASENAMESPACE_SXP => return Ok(RValue::Null),
@@ -247,7 +246,6 @@ impl<'a> Xdr<'a> {
                 )));
             }
         };
-        let _ = has_tag;
         if has_attr {
             let attrs = self.item(depth + 1)?;
             if let (RValue::List(items, _), Some(RValue::Strings(names))) =

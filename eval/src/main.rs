@@ -186,14 +186,7 @@ fn main() -> std::process::ExitCode {
         Command::Heads(a) => heads(a, &ui),
         Command::Reports(a) => reports(a, &ui),
     };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    tokenswift_infer::cli_support::exit_code(r)
 }
 
 fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {

@@ -7,7 +7,7 @@ use burn::tensor::{DType, Tensor};
 
 use crate::cache::KvCache;
 use crate::error::{InferError, Result};
-use crate::model::{AttentionMask, LogitRows, Model};
+use crate::model::{AttentionMask, ForwardOutput, LogitRows, Model};
 use crate::sampling::{SamplerRng, SamplingConfig, distribution, penalty_window_tokens};
 
 /// Prefill is run in chunks of this many tokens, bounding the attention-score temporaries.
@@ -62,6 +62,25 @@ pub fn check_context(model: &Model, prompt_len: usize, extra: usize) -> Result<(
     Ok(())
 }
 
+/// Runs `tokens` through the model causally in chunks of [`PREFILL_CHUNK`], appending them to
+/// `cache`, and hands every chunk's output to `each` (prefill, TokenSwift's prefill and the
+/// training's frozen base pass all go through here).
+pub fn forward_chunks(
+    model: &Model,
+    tokens: &[u32],
+    cache: &mut KvCache,
+    rows: LogitRows,
+    each: &mut dyn FnMut(ForwardOutput, usize) -> Result<()>,
+) -> Result<()> {
+    for chunk in tokens.chunks(PREFILL_CHUNK) {
+        let start = cache.len();
+        let positions: Vec<usize> = (start..start + chunk.len()).collect();
+        let out = model.forward(chunk, &positions, &AttentionMask::Causal, cache, rows)?;
+        each(out, cache.len())?;
+    }
+    Ok(())
+}
+
 /// Runs `tokens` through the model in chunks, appending them to `cache`; returns the logits of the
 /// last token.
 pub fn prefill(
@@ -71,19 +90,11 @@ pub fn prefill(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<f32>> {
     let mut last = None;
-    for chunk in tokens.chunks(PREFILL_CHUNK) {
-        let start = cache.len();
-        let positions: Vec<usize> = (start..start + chunk.len()).collect();
-        let out = model.forward(
-            chunk,
-            &positions,
-            &AttentionMask::Causal,
-            cache,
-            LogitRows::Last,
-        )?;
+    forward_chunks(model, tokens, cache, LogitRows::Last, &mut |out, len| {
         last = out.logits;
-        progress(cache.len());
-    }
+        progress(len);
+        Ok(())
+    })?;
     Ok(logits_to_vec(
         last.expect("a non-empty prompt yields logits"),
     ))

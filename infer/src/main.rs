@@ -36,12 +36,5 @@ fn main() -> std::process::ExitCode {
         Command::Fetch(a) => cli::fetch::run(a, ui),
         Command::Bench(a) => cli::bench::run(a, ui),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    tokenswift_infer::cli_support::exit_code(result)
 }

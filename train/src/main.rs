@@ -188,14 +188,7 @@ fn held_out_sequences(
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    tokenswift_infer::cli_support::exit_code(run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {

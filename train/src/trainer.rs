@@ -12,9 +12,9 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, ModuleOptimizer, OptimizerR
 use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tokenswift_infer::cache::KvCache;
-use tokenswift_infer::generate::PREFILL_CHUNK;
+use tokenswift_infer::generate::forward_chunks;
 use tokenswift_infer::heads::{DraftHeads, HeadsManifest, base_fingerprint, manifest_path};
-use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
+use tokenswift_infer::model::{LogitRows, Model};
 use tokenswift_infer::weights::Checkpoint;
 
 use crate::error::{Result, TrainError};
@@ -78,18 +78,10 @@ pub struct RunState {
 pub fn base_hidden(model: &Model, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor<2>> {
     cache.reset();
     let mut parts = Vec::new();
-    for chunk in tokens.chunks(PREFILL_CHUNK) {
-        let start = cache.len();
-        let positions: Vec<usize> = (start..start + chunk.len()).collect();
-        let out = model.forward(
-            chunk,
-            &positions,
-            &AttentionMask::Causal,
-            cache,
-            LogitRows::None,
-        )?;
+    forward_chunks(model, tokens, cache, LogitRows::None, &mut |out, _| {
         parts.push(out.hidden);
-    }
+        Ok(())
+    })?;
     Ok(Tensor::cat(parts, 0))
 }
 

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, Tensor};
 
-use crate::cache::KvCache;
 use crate::error::{InferError, Result};
-use crate::generate::{PREFILL_CHUNK, check_context, logits_to_vec};
+use crate::generate::{check_context, forward_chunks, logits_to_vec};
 use crate::heads::DraftHeads;
 use crate::model::{AttentionMask, LogitRows, Model};
 use crate::sampling::{
@@ -186,19 +185,12 @@ pub fn generate_tokenswift(
     let t0 = Instant::now();
     let mut last_logits = None;
     let mut last_hidden = None;
-    for chunk in prompt.chunks(PREFILL_CHUNK) {
-        let start = full.len();
-        let positions: Vec<usize> = (start..start + chunk.len()).collect();
-        let out = model.forward(
-            chunk,
-            &positions,
-            &AttentionMask::Causal,
-            &mut full,
-            LogitRows::Last,
-        )?;
+    forward_chunks(model, prompt, &mut full, LogitRows::Last, &mut |out, _| {
+        let rows = out.hidden.dims()[0];
         last_logits = out.logits;
-        last_hidden = Some(out.hidden.narrow(0, chunk.len() - 1, 1));
-    }
+        last_hidden = Some(out.hidden.narrow(0, rows - 1, 1));
+        Ok(())
+    })?;
     stats.prefill_time = t0.elapsed();
     let mut logits = logits_to_vec(last_logits.expect("a non-empty prompt yields logits"));
     let mut hidden: Tensor<2> = last_hidden.expect("a non-empty prompt");
@@ -423,12 +415,3 @@ pub fn generate_tokenswift(
     stats.generated_tokens = generated.len();
     Ok((generated, stats))
 }
-
-/// The cache a verify pass needs for `prompt + max_new` tokens with the paper's tree and k = 20
-/// (exposed for memory estimates).
-pub fn full_cache_capacity(prompt: usize, max_new: usize) -> usize {
-    prompt + max_new + 1 + 40 + 20 * 4
-}
-
-#[allow(dead_code)]
-fn _assert_send(_: &KvCache) {}
