@@ -2,6 +2,7 @@
 //! reproduction (SPEC §7) and ablation sweeps, written to run directories under `reports/` as a
 //! results table (CSV + Parquet through polars), a Markdown summary and charts (plotters).
 
+pub mod ceiling;
 pub mod charts;
 pub mod distinct;
 pub mod error;

@@ -46,6 +46,9 @@ enum Command {
     Paper(PaperArgs),
     /// Per-head top-k accuracy on held-out text (untrained heads vs the given ones).
     Heads(HeadsArgs),
+    /// The speedup ceiling on this machine: TokenSwift with a perfect drafter (each node's true
+    /// top-k, free drafts), from an AR run's token ranks and the measured cost of verify passes.
+    Ceiling(CeilingArgs),
     /// Regenerate the committed reports of the default model (speedup, penalty-window and n-gram
     /// sweeps, sampler comparison) under reports/smollm2-135m/.
     Reports(ReportsArgs),
@@ -163,6 +166,28 @@ struct HeadsArgs {
 }
 
 #[derive(Debug, Args)]
+struct CeilingArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Prompt source, as for `speedup` (the first prompt is used).
+    #[arg(long, default_value = "austen")]
+    prompts: String,
+    #[arg(long, default_value_t = 2048)]
+    prefill_len: usize,
+    /// Tokens generated autoregressively (their ranks are replayed).
+    #[arg(long, default_value_t = 2048)]
+    gen_len: usize,
+    /// Repetitions per pass-cost measurement (the median is used).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Also write the table to this Markdown file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct ReportsArgs {
     /// Output directory.
     #[arg(long, default_value = "reports/smollm2-135m")]
@@ -185,6 +210,7 @@ fn main() -> std::process::ExitCode {
         Command::Paper(a) => paper_table(a, &ui),
         Command::Heads(a) => heads(a, &ui),
         Command::Reports(a) => reports(a, &ui),
+        Command::Ceiling(a) => ceiling(a, &ui),
     };
     tokenswift_infer::cli_support::exit_code(r)
 }
@@ -200,6 +226,7 @@ fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
         .tokenswift
         .load_heads(&model, &dir)
         .context("cannot load the draft heads")?;
+    let draft_vocab = run.tokenswift.draft_vocab(&model, &dir)?;
     let prompts = load_prompts(
         &run.prompts,
         &tokenizer,
@@ -214,6 +241,7 @@ fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
         model,
         tokenizer: Some(tokenizer),
         heads,
+        draft_vocab,
         prompts,
     })
 }
@@ -575,6 +603,7 @@ fn heads(a: HeadsArgs, ui: &Ui) -> Result<()> {
         ngram_topk: 20,
         kv_budget: None,
         draft: tokenswift_infer::cli_support::DraftArg::Separate,
+        draft_vocab: 0,
     };
     let trained = ts.load_heads(&model, &dir)?;
     let docs = tokenize(
@@ -613,6 +642,105 @@ fn heads(a: HeadsArgs, ui: &Ui) -> Result<()> {
                 s.loss()
             );
         }
+    }
+    Ok(())
+}
+
+fn ceiling(a: CeilingArgs, ui: &Ui) -> Result<()> {
+    use tokenswift_eval::ceiling::{ceiling, pass_cost, ranks};
+    if a.gen_len == 0 || a.reps == 0 {
+        bail!("--gen-len and --reps must be at least 1");
+    }
+    let sampling = a.sampling.config();
+    let (_dir, model, tokenizer) = a.model.load(ui)?;
+    sampling.validate(model.config().vocab_size)?;
+    let prompt = load_prompts(&a.prompts, &tokenizer, a.prefill_len, 1, &|m| ui.note(m))?.remove(0);
+    tokenswift_infer::generate::check_context(&model, prompt.len(), a.gen_len)?;
+    let bar = ui.bar(a.gen_len as u64, "AR run");
+    let mut n = 0u64;
+    let (output, _) = tokenswift_infer::generate::generate_ar(
+        &model,
+        &prompt,
+        a.gen_len,
+        &sampling,
+        false,
+        &mut |_| {
+            n += 1;
+            bar.set_position(n);
+            Ok(())
+        },
+    )?;
+    bar.finish_and_clear();
+    let spinner = ui.spinner("ranking the output's tokens in their distributions".to_string());
+    let r = ranks(&model, &prompt, &output, &sampling)?;
+    spinner.finish_and_clear();
+    let context = prompt.len() + a.gen_len / 2;
+    let qs = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 24, 32, 41];
+    let spinner = ui.spinner(format!(
+        "timing verify passes over a {context}-token context"
+    ));
+    let costs = pass_cost(&model, context, &qs, a.reps)?;
+    spinner.finish_and_clear();
+    let trees: Vec<Vec<usize>> = [
+        &[1][..],
+        &[1, 1],
+        &[1, 1, 1],
+        &[1, 1, 1, 1],
+        &[2],
+        &[2, 1],
+        &[2, 2],
+        &[2, 2, 2],
+        &[3],
+        &[3, 2],
+        &[3, 3],
+        &[3, 3, 3],
+        &[4, 2],
+        &[1, 3, 3, 3],
+    ]
+    .iter()
+    .map(|t| t.to_vec())
+    .collect();
+    let rows = ceiling(&r, &trees, &qs, &costs);
+    let share = |k: usize| r.iter().filter(|&&x| x < k).count() as f64 / r.len() as f64;
+    let mut md = format!(
+        "# Speedup ceiling: a perfect drafter (each node's true top-k, free drafts)\n\n\
+         {} tokens after a {}-token prompt; sampling {:?}.\n\n\
+         Rank of the sampled token in its distribution: top-1 {:.3}, top-2 {:.3}, top-3 {:.3}, top-4 {:.3}.\n\n\
+         Pass cost over a {context}-token context (median of {}, all logits): {}.\n\n\
+         | tree | nodes | tokens/step | verify cost / AR pass | ceiling speedup |\n|---|---|---|---|---|\n",
+        output.len(),
+        prompt.len(),
+        sampling,
+        share(1),
+        share(2),
+        share(3),
+        share(4),
+        a.reps,
+        qs.iter()
+            .zip(&costs)
+            .map(|(q, c)| format!("q={q} {:.1} ms", c.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for row in &rows {
+        md.push_str(&format!(
+            "| {:?} | {} | {:.2} | {:.2} | {:.2}× |\n",
+            row.arity, row.nodes, row.tokens_per_step, row.cost_ratio, row.speedup
+        ));
+    }
+    if let Some(best) = rows.iter().max_by(|a, b| a.speedup.total_cmp(&b.speedup)) {
+        md.push_str(&format!(
+            "\nBest: {:?} at {:.2}× — an upper bound for any drafter proposing that tree here.\n",
+            best.arity, best.speedup
+        ));
+    }
+    print!("{md}");
+    if let Some(out) = &a.out {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(out, &md).with_context(|| format!("cannot write {}", out.display()))?;
     }
     Ok(())
 }

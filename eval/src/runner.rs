@@ -22,6 +22,9 @@ pub struct Bench {
     pub tokenizer: Option<TextTokenizer>,
     pub heads: DraftHeads,
     pub prompts: Vec<Vec<u32>>,
+    /// The heads' draft vocabulary (`--draft-vocab`; `None`: the whole vocabulary), used by
+    /// every TokenSwift cell.
+    pub draft_vocab: Option<Vec<u32>>,
 }
 
 /// One setting of a run: name, sampling, TokenSwift config.
@@ -66,7 +69,10 @@ pub fn run_grid(
                 gen_len,
                 checkpoints: cps.to_vec(),
                 sampling: s.sampling.clone(),
-                ts: s.ts.clone(),
+                ts: TokenSwiftConfig {
+                    draft_vocab: bench.draft_vocab.clone(),
+                    ..s.ts.clone()
+                },
                 ar_first: i % 2 == 0,
             };
             let r = run_cell(&bench.model, &bench.heads, &cell, &mut |m, n| {

@@ -21,6 +21,7 @@ fn bench() -> Bench {
         model,
         tokenizer: None,
         heads,
+        draft_vocab: None,
         prompts: vec![
             (0..20).map(|i| (i * 7 % 64) as u32).collect(),
             (0..16).map(|i| (i * 5 % 64) as u32).collect(),

@@ -305,6 +305,13 @@ pub struct TokenSwiftArgs {
     /// How drafts are produced.
     #[arg(long, value_enum, default_value = "separate")]
     pub draft: DraftArg,
+    /// Tokens the draft may propose: the N most frequent of the heads' training corpus (their
+    /// manifest's ranking). Drafting projects onto N rows of `lm_head` instead of the whole
+    /// vocabulary, the largest single memory read of a draft; verification still uses the whole
+    /// vocabulary, so the output is unchanged. 0 = the whole vocabulary (also used when the
+    /// heads carry no ranking).
+    #[arg(long, default_value_t = 8192)]
+    pub draft_vocab: usize,
 }
 
 impl TokenSwiftArgs {
@@ -336,34 +343,58 @@ impl TokenSwiftArgs {
             },
             stop_at_eos,
             accept: AcceptRule::PerNode,
+            draft_vocab: None,
         })
     }
 
-    /// Loads the heads for `model` (see `--heads`).
-    pub fn load_heads(&self, model: &Model, model_dir: &Path) -> Result<DraftHeads> {
+    /// Where the heads for `model` are (see `--heads`): a heads file or a checkpoint directory.
+    fn heads_path(&self, model: &Model, model_dir: &Path) -> Result<PathBuf> {
         if let Some(p) = &self.heads {
             if !p.exists() {
                 bail!("heads {} do not exist", p.display());
             }
-            return Ok(load_heads(p, model)?);
+            return Ok(p.clone());
         }
         let committed = committed_heads();
         if committed.exists() && manifest_path(&committed).exists() {
             let m = HeadsManifest::load(&manifest_path(&committed))?;
             if m.base_fingerprint == base_fingerprint(model) {
-                return Ok(load_heads(&committed, model)?);
+                return Ok(committed);
             }
         }
         if crate::weights::Checkpoint::open(model_dir)
             .map(|c| DraftHeads::count_in(&c) > 0)
             .unwrap_or(false)
         {
-            return Ok(load_heads(model_dir, model)?);
+            return Ok(model_dir.to_path_buf());
         }
         bail!(
             "no draft heads for {}: pass --heads FILE, train them with `train-heads --base ...`, or use --method ar",
             model_dir.display()
         )
+    }
+
+    /// Loads the heads for `model` (see `--heads`).
+    pub fn load_heads(&self, model: &Model, model_dir: &Path) -> Result<DraftHeads> {
+        Ok(load_heads(&self.heads_path(model, model_dir)?, model)?)
+    }
+
+    /// The draft vocabulary (see `--draft-vocab`): the first N tokens of the heads' ranking, or
+    /// `None` for the whole vocabulary.
+    pub fn draft_vocab(&self, model: &Model, model_dir: &Path) -> Result<Option<Vec<u32>>> {
+        if self.draft_vocab == 0 || self.draft_vocab >= model.config().vocab_size {
+            return Ok(None);
+        }
+        let path = self.heads_path(model, model_dir)?;
+        let mpath = manifest_path(&path);
+        if !path.is_file() || !mpath.exists() {
+            return Ok(None);
+        }
+        let ranking = HeadsManifest::load(&mpath)?.token_ranking;
+        if ranking.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ranking.into_iter().take(self.draft_vocab).collect()))
     }
 }
 

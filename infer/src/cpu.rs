@@ -251,13 +251,23 @@ multiversion! {
 }
 
 multiversion! {
-    /// `row = softmax(row·scale + bias_row)`. Max and sum use 16 independent lanes, so every pass
-    /// vectorises (an ordered f32 reduction would not).
+    /// `row = softmax(row·scale + bias_row)`, where `bias_row` covers the last `bias.len()`
+    /// columns (the new tokens) and is zero before them.
+    ///
+    /// The sum runs in 16 lanes, so every pass vectorises (an ordered f32 reduction would not),
+    /// and the lane of a term is its rank among the row's *visible* columns, not its column. A
+    /// trie node's visible columns are the cache and then its ancestors and itself in order, so
+    /// rank = logical position: the node's row sums the same terms in the same lanes and order as
+    /// the one-token pass of autoregressive decoding at that position, and a verified token's
+    /// distribution is bit-identical to the autoregressive one (masked terms are exact zeros in
+    /// the value product too). That is what makes sampled TokenSwift output equal AR's byte for
+    /// byte at any length, rather than only in distribution.
     fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
         const L: usize = 16;
-        match bias {
-            Some(b) => row.iter_mut().zip(b).for_each(|(v, &bb)| *v = *v * scale + bb),
-            None => row.iter_mut().for_each(|v| *v *= scale),
+        row.iter_mut().for_each(|v| *v *= scale);
+        let tail = row.len() - bias.map_or(0, <[f32]>::len);
+        if let Some(b) = bias {
+            row[tail..].iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
         }
         let mut lanes = [f32::NEG_INFINITY; L];
         let mut chunks = row.chunks_exact(L);
@@ -269,27 +279,45 @@ multiversion! {
         let max = chunks.remainder().iter().fold(lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max), |a, &b| a.max(b));
         row.iter_mut().for_each(|v| *v = exp_approx(*v - max));
         let mut sums = [0f32; L];
-        let mut chunks = row.chunks_exact(L);
+        let mut chunks = row[..tail].chunks_exact(L);
         for c in &mut chunks {
             for l in 0..L {
                 sums[l] += c[l];
             }
         }
-        let sum: f32 = sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+        // The rest of the cache part by column (= rank), then the visible new columns by rank.
+        let mut rank = tail - chunks.remainder().len();
+        for &v in chunks.remainder() {
+            sums[rank % L] += v;
+            rank += 1;
+        }
+        if let Some(b) = bias {
+            for (&v, &bb) in row[tail..].iter().zip(b) {
+                if bb == 0.0 {
+                    sums[rank % L] += v;
+                    rank += 1;
+                }
+            }
+        }
+        let mut sum = 0f32;
+        for s in sums {
+            sum += s;
+        }
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
 
-/// Softmax of every `total`-wide row of `scores`, in parallel; row `r` uses bias row `r % q`
-/// (query rows of one KV head are ordered (group member, query)).
+/// Softmax of every `total`-wide row of `scores`, in parallel; row `r` uses row `r % q` of the
+/// `[q, q]` bias over the last `q` columns (query rows of one KV head are ordered (group member,
+/// query)).
 fn softmax_rows(scores: &mut [f32], total: usize, scale: f32, bias: Option<&[f32]>, q: usize) {
     use rayon::prelude::*;
     scores
         .par_chunks_mut(total)
         .enumerate()
         .for_each(|(r, row)| {
-            softmax_row(row, scale, bias.map(|b| &b[(r % q) * total..][..total]));
+            softmax_row(row, scale, bias.map(|b| &b[(r % q) * q..][..q]));
         });
 }
 
@@ -322,7 +350,8 @@ fn rope_rows(x: &mut [f32], row_len: usize, heads: usize, hd: usize, cos: &[f32]
 }
 
 /// Runs one decoder layer on `x` (`[q, hidden]`, updated in place). New keys/values go to
-/// positions `start..start+q` of `kv`; `bias` is `[q, start+q]` or `None` (all visible).
+/// positions `start..start+q` of `kv`; `bias` is `[q, q]` over the new tokens (the cache is
+/// always visible) or `None` (all visible).
 #[allow(clippy::too_many_arguments)]
 pub fn layer_forward(
     d: CpuDims,

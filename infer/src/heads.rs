@@ -41,6 +41,33 @@ pub struct HeadsManifest {
     /// Final metrics (per-head loss and accuracy).
     #[serde(default)]
     pub metrics: serde_json::Value,
+    /// Token ids seen in the training corpus, most frequent first: the draft vocabulary is a
+    /// prefix of this list (`--draft-vocab`). Empty for heads saved without it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_ranking: Vec<u32>,
+}
+
+/// Token ids of `documents` ranked by frequency, most frequent first (ties: lower id first), at
+/// most `limit` of them.
+pub fn rank_tokens<'a>(
+    documents: impl IntoIterator<Item = &'a [u32]>,
+    vocab: usize,
+    limit: usize,
+) -> Vec<u32> {
+    let mut counts = vec![0u64; vocab];
+    for doc in documents {
+        for &t in doc {
+            if let Some(c) = counts.get_mut(t as usize) {
+                *c += 1;
+            }
+        }
+    }
+    let mut ids: Vec<u32> = (0..vocab as u32)
+        .filter(|&t| counts[t as usize] > 0)
+        .collect();
+    ids.sort_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));
+    ids.truncate(limit);
+    ids
 }
 
 /// The manifest path of a heads file: the same name with a `.json` extension.
@@ -319,6 +346,14 @@ impl DraftHeads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_rank_by_frequency_then_id() {
+        let docs: [&[u32]; 2] = [&[7, 3, 3, 9, 7], &[3, 1, 9, 99]];
+        // 3 ×3; 7 and 9 ×2 (7 first: lower id); 1 ×1; 99 is outside a vocabulary of 50.
+        assert_eq!(rank_tokens(docs, 50, 10), vec![3, 7, 9, 1]);
+        assert_eq!(rank_tokens(docs, 50, 2), vec![3, 7]);
+    }
 
     fn randn(n: usize, seed: u64) -> Vec<f32> {
         let mut r = crate::sampling::SamplerRng::new(seed);

@@ -101,8 +101,6 @@ pub enum AttentionMask {
     /// Every new token sees the whole cache; among the `q` new tokens, row `i` sees column `j`
     /// where `allowed[i * q + j]` (a tree mask: each node sees its ancestors and itself).
     Tree(Vec<bool>),
-    /// Arbitrary: `allowed[i * (cached + q) + j]` over all positions.
-    Full(Vec<bool>),
 }
 
 /// Which rows get logits (the `lm_head` product is the single largest matmul of a step).
@@ -133,6 +131,32 @@ pub struct Model {
     rope: Rope,
     device: Device,
     dtype: DType,
+}
+
+/// `lm_head` rows of a subset of the vocabulary ([`Model::lm_head_subset`]).
+pub struct LmHeadSubset {
+    ids: Vec<u32>,
+    weight: SubsetWeight,
+}
+
+enum SubsetWeight {
+    Packed(PackedMatrix),
+    Tensor(Tensor<2>),
+}
+
+impl LmHeadSubset {
+    /// The subset's token ids, in its column order.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 /// Host copies of the weights for the CPU fast path ([`crate::cpu`]).
@@ -459,6 +483,72 @@ impl Model {
         }
     }
 
+    /// `lm_head` restricted to the tokens `ids` (a draft vocabulary): a matrix `ids.len() / vocab`
+    /// the size of the full one, so projecting draft rows reads that much less memory.
+    pub fn lm_head_subset(&self, ids: &[u32]) -> Result<LmHeadSubset> {
+        let (vocab, h) = (self.config.vocab_size, self.config.hidden_size);
+        if ids.is_empty() {
+            return Err(InferError::Context(
+                "a draft vocabulary needs at least one token".into(),
+            ));
+        }
+        if let Some(&t) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(InferError::Context(format!(
+                "draft vocabulary token {t} is outside the model's vocabulary of {vocab} tokens"
+            )));
+        }
+        let weight = match &self.cpu {
+            Some(cpu) => {
+                let host: Vec<f32>;
+                let full: &[f32] = match &self.lm_head {
+                    None => &cpu.embed,
+                    Some(w) => {
+                        host = w
+                            .clone()
+                            .into_data()
+                            .try_into_vec::<f32>()
+                            .expect("f32 weights");
+                        &host
+                    }
+                };
+                let mut rows = Vec::with_capacity(ids.len() * h);
+                for &t in ids {
+                    rows.extend_from_slice(&full[t as usize * h..(t as usize + 1) * h]);
+                }
+                SubsetWeight::Packed(PackedMatrix::pack(&rows, ids.len(), h))
+            }
+            None => {
+                let idx: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+                let idx =
+                    Tensor::<1, Int>::from_data(TensorData::new(idx, [ids.len()]), &self.device);
+                SubsetWeight::Tensor(self.lm_head_weight().clone().select(0, idx))
+            }
+        };
+        Ok(LmHeadSubset {
+            ids: ids.to_vec(),
+            weight,
+        })
+    }
+
+    /// As [`Model::lm_head_rows`], over the subset's tokens only: `[rows, subset.len()]`.
+    pub fn lm_head_rows_subset(&self, normed: Tensor<2>, subset: &LmHeadSubset) -> Vec<f32> {
+        match &subset.weight {
+            SubsetWeight::Packed(w) => {
+                let [rows, _] = normed.dims();
+                let x = normed
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 activations");
+                let mut out = vec![0f32; rows * w.rows()];
+                crate::kernels::matmul_packed(&x, rows, w, &mut out);
+                out
+            }
+            SubsetWeight::Tensor(w) => crate::generate::logits_to_vec(
+                normed.cast(self.dtype).matmul(w.clone().transpose()),
+            ),
+        }
+    }
+
     /// Runs `tokens` at `positions` through the model, appending their keys/values to `cache`.
     ///
     /// # Shapes
@@ -497,7 +587,7 @@ impl Model {
         }
         cache.ensure_room(q)?;
         let total = cache.len() + q;
-        let bias_host = self.mask_bias(mask, q, total)?;
+        let bias_host = self.mask_bias(mask, q)?;
         if cache.is_host() != self.cpu.is_some() {
             return Err(InferError::Cache(
                 "this KV cache was made for another model; create it with Model::new_cache".into(),
@@ -507,7 +597,16 @@ impl Model {
             return Ok(self.forward_cpu(cpu, tokens, positions, bias_host.as_deref(), cache, rows));
         }
         let bias = bias_host.map(|b| {
-            let t = Tensor::<2>::from_data(TensorData::new(b, [q, total]), &self.device);
+            // The burn path adds a dense `[q, total]` bias: zeros over the cache, then the block.
+            let block = Tensor::<2>::from_data(TensorData::new(b, [q, q]), &self.device);
+            let t = if total > q {
+                Tensor::cat(
+                    vec![Tensor::<2>::zeros([q, total - q], &self.device), block],
+                    1,
+                )
+            } else {
+                block
+            };
             if self.dtype == DType::F32 {
                 t
             } else {
@@ -586,14 +685,14 @@ impl Model {
         }
     }
 
-    /// Additive bias `[q, total]` (0 or -inf), or `None` when every new token sees every position.
-    fn mask_bias(&self, mask: &AttentionMask, q: usize, total: usize) -> Result<Option<Vec<f32>>> {
-        let cached = total - q;
+    /// Additive bias over the new tokens only, `[q, q]` (0 or -inf): every mask here lets every
+    /// new token see the whole cache, so the bias of the cached columns is zero and never built
+    /// (a dense `[q, cached + q]` bias would cost a long cache's worth of memory traffic per
+    /// pass). `None` when every new token sees every position.
+    fn mask_bias(&self, mask: &AttentionMask, q: usize) -> Result<Option<Vec<f32>>> {
         let allowed: Vec<bool> = match mask {
             AttentionMask::Causal if q == 1 => return Ok(None),
-            AttentionMask::Causal => (0..q)
-                .flat_map(|i| (0..total).map(move |j| j <= cached + i))
-                .collect(),
+            AttentionMask::Causal => (0..q).flat_map(|i| (0..q).map(move |j| j <= i)).collect(),
             AttentionMask::Tree(t) => {
                 if t.len() != q * q {
                     return Err(InferError::Context(format!(
@@ -602,26 +701,15 @@ impl Model {
                         t.len()
                     )));
                 }
-                (0..q)
-                    .flat_map(|i| (0..total).map(move |j| j < cached || t[i * q + j - cached]))
-                    .collect()
-            }
-            AttentionMask::Full(f) => {
-                if f.len() != q * total {
-                    return Err(InferError::Context(format!(
-                        "a full mask for {q} tokens over {total} positions needs {} entries, got {}",
-                        q * total,
-                        f.len()
-                    )));
-                }
-                f.clone()
+                t.clone()
             }
         };
-        let bias: Vec<f32> = allowed
-            .iter()
-            .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
-            .collect();
-        Ok(Some(bias))
+        Ok(Some(
+            allowed
+                .iter()
+                .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
+                .collect(),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]

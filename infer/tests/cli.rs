@@ -271,6 +271,7 @@ fn write_heads(dir: &Path, fingerprint: Option<&str>) -> String {
             num_heads: 3,
             recipe: serde_json::json!({}),
             metrics: serde_json::json!({}),
+            token_ranking: Vec::new(),
         }
         .save(&manifest_path(&path))
         .unwrap();

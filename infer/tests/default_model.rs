@@ -246,9 +246,14 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
     let tok = TextTokenizer::load(model_dir()).unwrap();
     let committed =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors");
-    let mut all_heads = vec![DraftHeads::init_for(&model, 3, &Device::flex())];
+    // Untrained heads draft over the whole vocabulary; the committed ones over their ranking's
+    // first 8192 tokens (the CLI default).
+    let mut all_heads = vec![(DraftHeads::init_for(&model, 3, &Device::flex()), None)];
     if committed.exists() {
-        all_heads.push(load_heads(&committed, &model).unwrap());
+        all_heads.push((
+            load_heads(&committed, &model).unwrap(),
+            committed_draft_vocab(&committed),
+        ));
     }
     let s = SamplingConfig {
         penalty: 1.2,
@@ -266,12 +271,13 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
         let want = generate_ar(&model, &ids, n, &s, false, &mut |_| Ok(()))
             .unwrap()
             .0;
-        for heads in &all_heads {
+        for (heads, draft_vocab) in &all_heads {
             for (draft, tree) in [(DraftMode::Separate, "auto"), (DraftMode::Fused, "2,2,1")] {
                 let cfg = TokenSwiftConfig {
                     tree: TreeChoice::parse(tree).unwrap(),
                     kv_budget: 48,
                     draft,
+                    draft_vocab: draft_vocab.clone(),
                     ..Default::default()
                 };
                 let (got, stats) =
@@ -281,6 +287,65 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
                     assert!(stats.selections >= 2, "{} selections", stats.selections);
                 }
             }
+        }
+    }
+}
+
+/// The first 8192 tokens of the committed heads' ranking (`None` if the manifest has none).
+fn committed_draft_vocab(heads: &Path) -> Option<Vec<u32>> {
+    let m = tokenswift_infer::heads::HeadsManifest::load(&tokenswift_infer::heads::manifest_path(
+        heads,
+    ))
+    .unwrap();
+    (!m.token_ranking.is_empty()).then(|| m.token_ranking.into_iter().take(8192).collect())
+}
+
+/// Sampled TokenSwift output equals sampled AR output with the same seed, token for token, on
+/// the default model with the benchmark's sampler (min-p 0.1, penalty 1.2): every verified
+/// node's distribution is bit-identical to AR's, so no draw can differ.
+#[test]
+fn sampled_tokenswift_equals_sampled_ar_on_the_default_model() {
+    use tokenswift_infer::decoding::engine::{TokenSwiftConfig, generate_tokenswift};
+    use tokenswift_infer::decoding::tree::{DraftMode, TreeChoice};
+    use tokenswift_infer::heads::{DraftHeads, load_heads};
+    let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
+    let tok = TextTokenizer::load(model_dir()).unwrap();
+    let committed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors");
+    let (heads, draft_vocab) = if committed.exists() {
+        (
+            load_heads(&committed, &model).unwrap(),
+            committed_draft_vocab(&committed),
+        )
+    } else {
+        (DraftHeads::init_for(&model, 3, &Device::flex()), None)
+    };
+    let ids = tok
+        .encode("Mr. Bennet was so odd a mixture of quick parts, sarcastic humour, reserve, and caprice, that the experience of three-and-twenty years had been insufficient to make his wife understand his character.")
+        .unwrap();
+    for seed in [3, 4] {
+        let s = SamplingConfig {
+            seed,
+            penalty: 1.2,
+            penalty_window: 64,
+            min_p: 0.1,
+            ..SamplingConfig::default()
+        };
+        let n = 160;
+        let want = generate_ar(&model, &ids, n, &s, false, &mut |_| Ok(()))
+            .unwrap()
+            .0;
+        for (draft, tree) in [(DraftMode::Separate, "1,3,3"), (DraftMode::Fused, "3,2")] {
+            let cfg = TokenSwiftConfig {
+                tree: TreeChoice::parse(tree).unwrap(),
+                kv_budget: 64,
+                draft,
+                draft_vocab: draft_vocab.clone(),
+                ..Default::default()
+            };
+            let (got, _) =
+                generate_tokenswift(&model, &heads, &ids, n, &s, &cfg, &mut |_| Ok(())).unwrap();
+            assert_eq!(got, want, "seed {seed}, {draft:?}");
         }
     }
 }

@@ -7,7 +7,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use tokenswift_datasets::{CorpusSource, tokenize, training_sequences};
 use tokenswift_infer::cli_support::{DeviceChoice, ModelArgs, Ui, peak_rss_mib};
-use tokenswift_infer::heads::{DraftHeads, HeadsManifest, load_heads, manifest_path};
+use tokenswift_infer::heads::{
+    DraftHeads, HeadsManifest, base_fingerprint, load_heads, manifest_path, rank_tokens,
+};
+
+/// Most tokens kept in a heads manifest's ranking (the draft vocabulary is a prefix of it).
+const RANKING_LIMIT: usize = 32768;
 use tokenswift_infer::model::Model;
 use tokenswift_train::evaluate::evaluate_heads;
 use tokenswift_train::objective::HeadStats;
@@ -102,6 +107,11 @@ struct Cli {
     /// Held-out sequences (of 512 tokens) used for accuracy.
     #[arg(long, default_value_t = 8)]
     eval_sequences: usize,
+    /// Recompute the token ranking (the draft vocabulary, `tokenswift --draft-vocab`) of this
+    /// existing heads file from --data's training documents and write it into its manifest; no
+    /// training. For heads saved before the manifest carried a ranking.
+    #[arg(long, value_name = "HEADS")]
+    update_ranking: Option<PathBuf>,
     /// Data-parallel training over several GPUs is not available yet; only 1 is accepted.
     #[arg(long, default_value_t = 1)]
     devices: usize,
@@ -215,7 +225,7 @@ fn run(cli: Cli) -> Result<()> {
             recipe.seq_len
         );
     }
-    if !cli.eval_only {
+    if !cli.eval_only && cli.update_ranking.is_none() {
         // Fail on an unwritable output directory before any expensive work.
         prepare_out_dir(&cli.out)?;
     }
@@ -236,6 +246,32 @@ fn run(cli: Cli) -> Result<()> {
         .filter(|d| Some(d.name.as_str()) != held_name)
         .cloned()
         .collect();
+    let ranking = rank_tokens(
+        train_docs.iter().map(|d| d.tokens.as_slice()),
+        model.config().vocab_size,
+        RANKING_LIMIT,
+    );
+    if let Some(heads) = &cli.update_ranking {
+        let mpath = manifest_path(heads);
+        let mut m = HeadsManifest::load(&mpath)
+            .with_context(|| format!("{} has no readable manifest", heads.display()))?;
+        if m.base_fingerprint != base_fingerprint(&model) {
+            bail!(
+                "{} were trained on base `{}`, not on --base {}",
+                heads.display(),
+                m.base_model,
+                cli.base
+            );
+        }
+        m.token_ranking = ranking;
+        m.save(&mpath)?;
+        ui.note(&format!(
+            "wrote a ranking of {} tokens into {}",
+            m.token_ranking.len(),
+            mpath.display()
+        ));
+        return Ok(());
+    }
     let sequences = training_sequences(&train_docs, recipe.seq_len, recipe.min_doc_tokens)?;
     ui.note(&format!(
         "corpus `{}`: {} documents for training ({} tokens), {} sequences of {} tokens; held out: {}",
@@ -322,7 +358,7 @@ fn run(cli: Cli) -> Result<()> {
         "peak_rss_mib": peak,
         "peak_rss_mib_before_training": peak0,
     });
-    let path = trainer.export(metrics)?;
+    let path = trainer.export(metrics, ranking)?;
     println!("| heads | head | top-1 | top-2 | top-3 | CE |\n|---|---|---|---|---|---|");
     print!("{}", stats_table("trained", &stats));
     ui.note(&format!(

@@ -376,7 +376,9 @@ impl<'m> Trainer<'m> {
 
     /// Writes the final heads (`heads.safetensors`) and their manifest (`heads.json`) to the
     /// output directory.
-    pub fn export(&self, metrics: serde_json::Value) -> Result<PathBuf> {
+    /// Writes the heads and their manifest; `token_ranking` is the training corpus's token ids,
+    /// most frequent first (the draft vocabulary, see [`HeadsManifest::token_ranking`]).
+    pub fn export(&self, metrics: serde_json::Value, token_ranking: Vec<u32>) -> Result<PathBuf> {
         let path = self.out_dir.join("heads.safetensors");
         self.heads.save(&path)?;
         let manifest = HeadsManifest {
@@ -391,6 +393,7 @@ impl<'m> Trainer<'m> {
                 "steps_done": self.step,
             }),
             metrics,
+            token_ranking,
         };
         manifest.save(&manifest_path(&path))?;
         Ok(path)

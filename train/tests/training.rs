@@ -222,9 +222,16 @@ fn resume_continues_the_same_run() {
     );
 
     // Export writes heads + manifest, and they load back on this base.
-    let path = resumed.export(serde_json::json!({})).unwrap();
+    let path = resumed
+        .export(serde_json::json!({}), vec![5, 2, 9])
+        .unwrap();
     let loaded = load_heads(&path, &model).unwrap();
     assert_eq!(loaded.len(), 3);
+    let manifest = tokenswift_infer::heads::HeadsManifest::load(
+        &tokenswift_infer::heads::manifest_path(&path),
+    )
+    .unwrap();
+    assert_eq!(manifest.token_ranking, vec![5, 2, 9]);
 }
 
 #[test]
@@ -308,7 +315,7 @@ fn resume_from_another_run_is_refused() {
         assert!(e.contains("from a run on base `tiny`"), "{e}");
     }
     // Heads of this base refuse to load on the other base.
-    let path = t.export(serde_json::json!({})).unwrap();
+    let path = t.export(serde_json::json!({}), Vec::new()).unwrap();
     let e = load_heads(&path, &other_model).err().unwrap().to_string();
     assert!(
         e.contains("trained on base `tiny`") || e.contains("shape"),

@@ -84,7 +84,7 @@ fn print_ar_stats(stats: &GenerationStats) {
 fn print_ts_stats(s: &TokenSwiftStats) {
     let d = s.decode_time.as_secs_f64().max(1e-9);
     eprintln!(
-        "TokenSwift: prompt {} tokens, prefill {:.2} s; generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}\n  acceptance α {:.3} ({} of {} drafted), {:.2} tokens/step over {} steps, n-gram share of accepted {:.1} %, {:.1} nodes verified/step, tree {:?}\n  time: draft {:.0} %, verify {:.0} %, update {:.0} %; partial-cache selections {}; peak memory {:.0} MiB",
+        "TokenSwift: prompt {} tokens, prefill {:.2} s; generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}\n  acceptance α {:.3} ({} of {} drafted), {:.2} tokens/step over {} steps, n-gram share of accepted {:.1} %, {:.1} nodes verified/step, tree {:?}, draft vocabulary {} tokens\n  time: draft {:.0} %, verify {:.0} %, update {:.0} %; partial-cache selections {}; peak memory {:.0} MiB",
         s.prompt_tokens,
         s.prefill_time.as_secs_f64(),
         s.generated_tokens,
@@ -104,6 +104,7 @@ fn print_ts_stats(s: &TokenSwiftStats) {
         100.0 * s.ngram_share(),
         s.verified_nodes as f64 / s.steps.max(1) as f64,
         s.last_tree,
+        s.draft_vocab,
         100.0 * s.draft_time.as_secs_f64() / d,
         100.0 * s.verify_time.as_secs_f64() / d,
         100.0 * s.update_time.as_secs_f64() / d,
@@ -184,14 +185,15 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
         }
         Method::Tokenswift => {
             // Settings and lengths first: they need no heads.
-            let cfg = args
-                .tokenswift
-                .config(ids.len(), args.max_new_tokens, args.stop_at_eos)?;
+            let mut cfg =
+                args.tokenswift
+                    .config(ids.len(), args.max_new_tokens, args.stop_at_eos)?;
             tokenswift_infer::generate::check_context(&model, ids.len(), args.max_new_tokens)?;
             let heads = args
                 .tokenswift
                 .load_heads(&model, &dir)
                 .context("cannot load the draft heads")?;
+            cfg.draft_vocab = args.tokenswift.draft_vocab(&model, &dir)?;
             let (generated, stats) = stream_tokenswift(
                 &model,
                 &heads,

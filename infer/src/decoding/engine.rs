@@ -15,7 +15,7 @@ use burn::tensor::{DType, Tensor};
 use crate::error::{InferError, Result};
 use crate::generate::{check_context, forward_chunks, logits_to_vec};
 use crate::heads::DraftHeads;
-use crate::model::{AttentionMask, LogitRows, Model};
+use crate::model::{AttentionMask, LmHeadSubset, LogitRows, Model};
 use crate::sampling::{
     SamplerRng, SamplingConfig, adjust_logits, distribution, penalty_window_tokens, top_k_indices,
 };
@@ -41,6 +41,11 @@ pub struct TokenSwiftConfig {
     pub stop_at_eos: bool,
     /// How draft tokens are accepted; anything but [`AcceptRule::PerNode`] is not lossless.
     pub accept: AcceptRule,
+    /// Tokens the draft may propose (`None`: the whole vocabulary). The draft rows then go through
+    /// only these rows of `lm_head` — on a CPU, `lm_head` is the largest single read of a draft.
+    /// Verification always uses the whole vocabulary, so this never changes the output, only
+    /// which candidates are proposed.
+    pub draft_vocab: Option<Vec<u32>>,
 }
 
 /// The acceptance rule.
@@ -63,6 +68,7 @@ impl Default for TokenSwiftConfig {
             draft: DraftMode::Separate,
             stop_at_eos: false,
             accept: AcceptRule::PerNode,
+            draft_vocab: None,
         }
     }
 }
@@ -89,6 +95,11 @@ pub struct TokenSwiftStats {
     pub decode_time: Duration,
     /// Partial-cache (re-)selections.
     pub selections: usize,
+    /// Positions the draft pass's KV cache holds (the partial budget plus the draft token): the
+    /// draft path's memory, whatever the output length.
+    pub draft_cache_capacity: usize,
+    /// Tokens the draft could propose (the vocabulary, or the `--draft-vocab` subset).
+    pub draft_vocab: usize,
     pub stopped_at_eos: bool,
     /// The arity used by the last step.
     pub last_tree: Vec<usize>,
@@ -120,22 +131,84 @@ pub struct StepReport<'a> {
     pub stats: &'a TokenSwiftStats,
 }
 
-/// The draft distributions' candidate tokens, per depth, most likely first.
-fn draft_choices(
-    cfg: &SamplingConfig,
-    rows: &mut [f32],
-    vocab: usize,
-    history: &[u32],
-    widths: &[usize],
-) -> Vec<Vec<u32>> {
-    let window = penalty_window_tokens(history, &[], cfg.penalty_window);
-    rows.chunks_exact_mut(vocab)
-        .zip(widths)
-        .map(|(row, &k)| {
-            adjust_logits(cfg, row, &window);
-            top_k_indices(row, k.max(1))
-        })
-        .collect()
+/// The draft's `lm_head`: the whole vocabulary, or a subset with its index maps.
+enum DraftHead {
+    Full,
+    Subset {
+        head: LmHeadSubset,
+        /// Column of each vocabulary token in the subset (`u32::MAX`: not in it).
+        column: Vec<u32>,
+        /// The sampling settings with banned tokens mapped to subset columns.
+        cfg: SamplingConfig,
+    },
+}
+
+impl DraftHead {
+    fn new(model: &Model, ids: Option<&[u32]>, sampling: &SamplingConfig) -> Result<Self> {
+        let vocab = model.config().vocab_size;
+        let Some(ids) = ids.filter(|ids| ids.len() < vocab) else {
+            return Ok(DraftHead::Full);
+        };
+        let head = model.lm_head_subset(ids)?;
+        let mut column = vec![u32::MAX; vocab];
+        for (c, &t) in ids.iter().enumerate() {
+            column[t as usize] = c as u32;
+        }
+        let mut cfg = sampling.clone();
+        cfg.ban_tokens = sampling
+            .ban_tokens
+            .iter()
+            .filter_map(|&t| column.get(t as usize).copied().filter(|&c| c != u32::MAX))
+            .collect();
+        Ok(DraftHead::Subset { head, column, cfg })
+    }
+
+    /// `lm_head` on the normalised draft rows: `[rows, width]`.
+    fn logits(&self, model: &Model, normed: Tensor<2>) -> Vec<f32> {
+        match self {
+            DraftHead::Full => model.lm_head_rows(normed),
+            DraftHead::Subset { head, .. } => model.lm_head_rows_subset(normed, head),
+        }
+    }
+
+    /// The draft distributions' candidate tokens, per depth, most likely first: the rows get the
+    /// deterministic part of the target's processing (ban, temperature, penalty over the window)
+    /// before the top-k.
+    fn choices(
+        &self,
+        sampling: &SamplingConfig,
+        rows: &mut [f32],
+        vocab: usize,
+        history: &[u32],
+        widths: &[usize],
+    ) -> Vec<Vec<u32>> {
+        let window = penalty_window_tokens(history, &[], sampling.penalty_window);
+        let (cfg, window, width) = match self {
+            DraftHead::Full => (sampling, window, vocab),
+            DraftHead::Subset { head, column, cfg } => (
+                cfg,
+                window
+                    .iter()
+                    .map(|&t| column[t as usize])
+                    .filter(|&c| c != u32::MAX)
+                    .collect(),
+                head.len(),
+            ),
+        };
+        rows.chunks_exact_mut(width)
+            .zip(widths)
+            .map(|(row, &k)| {
+                adjust_logits(cfg, row, &window);
+                let top = top_k_indices(row, k.max(1));
+                match self {
+                    DraftHead::Full => top,
+                    DraftHead::Subset { head, .. } => {
+                        top.iter().map(|&c| head.ids()[c as usize]).collect()
+                    }
+                }
+            })
+            .collect()
+    }
 }
 
 /// Adds the n-grams of `tokens` (ending before `upto`) not counted yet.
@@ -235,6 +308,12 @@ pub fn generate_tokenswift(
 
     let budget = cfg.kv_budget;
     let mut partial = PartialKvCache::new(model, budget.min(prompt.len() + max_new));
+    let draft_head = DraftHead::new(model, cfg.draft_vocab.as_deref(), sampling)?;
+    stats.draft_vocab = match &draft_head {
+        DraftHead::Full => vocab,
+        DraftHead::Subset { head, .. } => head.len(),
+    };
+    stats.draft_cache_capacity = partial.cache.capacity();
 
     while !done {
         let arity = planner.arity();
@@ -290,8 +369,8 @@ pub fn generate_tokenswift(
         };
         // Heads are f32 whatever the base's dtype (bf16 on CUDA).
         normed_rows.extend(heads.forward(draft_hidden.cast(DType::F32)));
-        let mut depth_logits = model.lm_head_rows(Tensor::cat(normed_rows, 0));
-        let choices = draft_choices(sampling, &mut depth_logits, vocab, &history, &arity);
+        let mut depth_logits = draft_head.logits(model, Tensor::cat(normed_rows, 0));
+        let choices = draft_head.choices(sampling, &mut depth_logits, vocab, &history, &arity);
         let mut trie = CandidateTrie::from_tree(root, &choices, &arity);
         let tree_nodes = trie.len();
         let ngram_k = planner.ngram_k();

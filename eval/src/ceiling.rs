@@ -1,0 +1,229 @@
+//! The speedup ceiling of lossless multi-token decoding on the machine at hand: how fast
+//! TokenSwift could be with a *perfect* drafter, one that proposes at every trie node the top-k
+//! tokens of the target distribution there (the best candidate set of its size), and whose draft
+//! costs nothing.
+//!
+//! How: an autoregressive run gives the sampled tokens; one batched pass over prompt + output gives
+//! each sampled token's rank in its processed distribution (ban, temperature, penalty over its
+//! window). Because TokenSwift's output *is* the autoregressive output (same draws), a perfect
+//! drafter with arity `a_d` at depth `d` accepts, at each step, the longest run of following
+//! tokens whose rank at depth `d` is below `a_d`, then adds the bonus token. Replaying that over
+//! the run gives tokens per step exactly for this output; the measured cost of one verify pass
+//! over that many nodes, relative to one autoregressive pass, turns it into a speedup. Drafting,
+//! n-gram lookups and sampling overheads are left out, so real TokenSwift can only be slower.
+
+use std::time::{Duration, Instant};
+
+use tokenswift_infer::generate::{forward_chunks, logits_to_vec};
+use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
+use tokenswift_infer::sampling::{SamplingConfig, adjust_logits, penalty_window_tokens};
+
+use crate::error::Result;
+
+/// Nodes of a tree with these arities, the root included (`[1, 3, 3, 3]` → 41).
+pub fn tree_nodes(arity: &[usize]) -> usize {
+    let mut total = 1;
+    let mut level = 1;
+    for &a in arity {
+        level *= a;
+        total += level;
+    }
+    total
+}
+
+/// Replays a perfect drafter with `arity` over `ranks` (each emitted token's rank in its target
+/// distribution): returns (tokens emitted, steps).
+pub fn replay(ranks: &[usize], arity: &[usize]) -> (usize, usize) {
+    let (mut i, mut steps) = (0, 0);
+    while i < ranks.len() {
+        let mut run = 0;
+        while run < arity.len() && i + run < ranks.len() && ranks[i + run] < arity[run] {
+            run += 1;
+        }
+        // The accepted run, then the bonus token drawn at the last accepted node.
+        i += run + 1;
+        steps += 1;
+    }
+    (ranks.len(), steps)
+}
+
+/// The rank of each of `output`'s tokens in its processed target distribution after `prompt` and
+/// the output before it (0 = the most likely token). One causal pass over everything.
+pub fn ranks(
+    model: &Model,
+    prompt: &[u32],
+    output: &[u32],
+    sampling: &SamplingConfig,
+) -> Result<Vec<usize>> {
+    let all: Vec<u32> = prompt.iter().chain(output).copied().collect();
+    let vocab = model.config().vocab_size;
+    let mut cache = model.new_cache(all.len());
+    let mut ranks = Vec::with_capacity(output.len());
+    // Only rows that predict an output token are needed: from the prompt's last token on.
+    let mut done = 0usize;
+    forward_chunks(
+        model,
+        &all[..all.len() - 1],
+        &mut cache,
+        LogitRows::All,
+        &mut |out, len| {
+            let rows = logits_to_vec(out.logits.expect("logits were requested"));
+            let first = done;
+            done = len;
+            for (r, row) in rows.chunks_exact(vocab).enumerate() {
+                let pos = first + r; // this row predicts token pos + 1
+                if pos + 1 < prompt.len() {
+                    continue;
+                }
+                let mut row = row.to_vec();
+                let window = penalty_window_tokens(&all[..=pos], &[], sampling.penalty_window);
+                adjust_logits(sampling, &mut row, &window);
+                let t = row[all[pos + 1] as usize];
+                ranks.push(row.iter().filter(|&&x| x > t).count());
+            }
+            Ok(())
+        },
+    )?;
+    Ok(ranks)
+}
+
+/// Median time of a verify-like pass of `q` new tokens (tree mask of a chain, all logits) over a
+/// cache of `context` positions.
+pub fn pass_cost(
+    model: &Model,
+    context: usize,
+    qs: &[usize],
+    reps: usize,
+) -> Result<Vec<Duration>> {
+    let vocab = model.config().vocab_size;
+    let max_q = qs.iter().copied().max().unwrap_or(1);
+    let mut cache = model.new_cache(context + max_q);
+    // Pseudo-text: the cost does not depend on the token ids.
+    let filler: Vec<u32> = (0..context + max_q)
+        .map(|i| ((i * 7919 + 13) % vocab) as u32)
+        .collect();
+    forward_chunks(
+        model,
+        &filler[..context],
+        &mut cache,
+        LogitRows::None,
+        &mut |_, _| Ok(()),
+    )?;
+    let mut out = Vec::with_capacity(qs.len());
+    for &q in qs {
+        let toks = &filler[context..context + q];
+        let pos: Vec<usize> = (context..context + q).collect();
+        let mask: Vec<bool> = (0..q).flat_map(|i| (0..q).map(move |j| j <= i)).collect();
+        let mut times = Vec::with_capacity(reps + 1);
+        for _ in 0..=reps {
+            let t = Instant::now();
+            let o = model.forward(
+                toks,
+                &pos,
+                &AttentionMask::Tree(mask.clone()),
+                &mut cache,
+                LogitRows::All,
+            )?;
+            let _ = logits_to_vec(o.logits.expect("logits were requested"));
+            times.push(t.elapsed());
+            cache.rollback_to(context)?;
+        }
+        times.remove(0); // warm-up
+        times.sort();
+        out.push(times[times.len() / 2]);
+    }
+    Ok(out)
+}
+
+/// One row of the ceiling table.
+#[derive(Debug, Clone)]
+pub struct CeilingRow {
+    pub arity: Vec<usize>,
+    pub nodes: usize,
+    pub tokens_per_step: f64,
+    /// Cost of one verify pass over `nodes` nodes / one autoregressive pass.
+    pub cost_ratio: f64,
+    pub speedup: f64,
+}
+
+/// The ceiling for each tree shape, given ranks and the cost of a pass of `q` nodes (`costs[i]` for
+/// `qs[i]`, `qs[0] == 1`); a shape needing more nodes than measured is skipped.
+pub fn ceiling(
+    ranks: &[usize],
+    trees: &[Vec<usize>],
+    qs: &[usize],
+    costs: &[Duration],
+) -> Vec<CeilingRow> {
+    let one = costs[0].as_secs_f64();
+    trees
+        .iter()
+        .filter_map(|arity| {
+            let nodes = tree_nodes(arity);
+            // Linear interpolation between the measured sizes.
+            let i = qs.iter().position(|&q| q >= nodes)?;
+            let c = if qs[i] == nodes || i == 0 {
+                costs[i].as_secs_f64()
+            } else {
+                let (q0, q1) = (qs[i - 1] as f64, qs[i] as f64);
+                let (c0, c1) = (costs[i - 1].as_secs_f64(), costs[i].as_secs_f64());
+                c0 + (c1 - c0) * (nodes as f64 - q0) / (q1 - q0)
+            };
+            let (tokens, steps) = replay(ranks, arity);
+            let tps = tokens as f64 / steps.max(1) as f64;
+            Some(CeilingRow {
+                arity: arity.clone(),
+                nodes,
+                tokens_per_step: tps,
+                cost_ratio: c / one,
+                speedup: tps / (c / one),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_accepts_the_longest_run_then_the_bonus() {
+        // Ranks: hit hit miss | hit miss | miss | hit hit hit hit(capped) ...
+        let ranks = [0, 0, 5, 0, 5, 5, 0, 0, 0, 0];
+        // Chain of depth 2: step 1 accepts ranks[0..2], bonus ranks[2] → 3 tokens;
+        // step 2 accepts ranks[3], bonus ranks[4] → 2; step 3: bonus ranks[5] → 1;
+        // step 4 accepts ranks[6..8], bonus ranks[8] → 3; step 5: bonus ranks[9] → 1.
+        assert_eq!(replay(&ranks, &[1, 1]), (10, 5));
+        // No draft at all: one token per step.
+        assert_eq!(replay(&ranks, &[]), (10, 10));
+        // Arity 6 accepts rank 5 too: everything in runs of 3 (2 accepted + bonus), 4 steps.
+        assert_eq!(replay(&ranks, &[6, 6]), (10, 4));
+    }
+
+    #[test]
+    fn tree_sizes() {
+        assert_eq!(tree_nodes(&[1, 3, 3, 3]), 41);
+        assert_eq!(tree_nodes(&[1]), 2);
+        assert_eq!(tree_nodes(&[]), 1);
+    }
+
+    #[test]
+    fn ceiling_divides_tokens_per_step_by_the_cost_ratio() {
+        let ranks = [0, 9, 0, 9];
+        let qs = [1, 2, 4];
+        let costs = [10, 12, 20].map(Duration::from_millis);
+        let rows = ceiling(
+            &ranks,
+            &[vec![1], vec![1, 1], vec![1, 1, 1, 1]],
+            &qs,
+            &costs,
+        );
+        // [1]: 2 nodes cost 1.2; runs "0 9" "0 9" → 2 tokens/step → 2 / 1.2.
+        assert_eq!(rows[0].nodes, 2);
+        assert!((rows[0].cost_ratio - 1.2).abs() < 1e-9);
+        assert!((rows[0].speedup - 2.0 / 1.2).abs() < 1e-9);
+        // [1, 1]: 3 nodes, interpolated cost 16 ms → 1.6.
+        assert!((rows[1].cost_ratio - 1.6).abs() < 1e-9);
+        // 5 nodes were not measured: skipped.
+        assert_eq!(rows.len(), 2);
+    }
+}
