@@ -49,7 +49,7 @@ enum Command {
     /// The speedup ceiling on this machine: TokenSwift with a perfect drafter (each node's true
     /// top-k, free drafts), from an AR run's token ranks and the measured cost of verify passes.
     Ceiling(CeilingArgs),
-    /// Regenerate the committed reports of the default model (speedup, penalty-window and n-gram
+    /// Regenerate the committed reports of the default model (speedup, its ceiling, penalty-window and n-gram
     /// sweeps, sampler comparison) under reports/smollm2-135m/.
     Reports(ReportsArgs),
 }
@@ -198,6 +198,12 @@ struct ReportsArgs {
     /// Tokens generated in the sweeps.
     #[arg(long, default_value_t = 1024)]
     sweep_gen_len: usize,
+    /// Tokens generated for the speedup ceiling (`ceiling.md`).
+    #[arg(long, default_value_t = 2048)]
+    ceiling_gen_len: usize,
+    /// Only the speedup runs and the ceiling; keep the sweeps as they are.
+    #[arg(long)]
+    skip_sweeps: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -647,22 +653,48 @@ fn heads(a: HeadsArgs, ui: &Ui) -> Result<()> {
 }
 
 fn ceiling(a: CeilingArgs, ui: &Ui) -> Result<()> {
-    use tokenswift_eval::ceiling::{ceiling, pass_cost, ranks};
     if a.gen_len == 0 || a.reps == 0 {
         bail!("--gen-len and --reps must be at least 1");
     }
     let sampling = a.sampling.config();
     let (_dir, model, tokenizer) = a.model.load(ui)?;
     sampling.validate(model.config().vocab_size)?;
-    let prompt = load_prompts(&a.prompts, &tokenizer, a.prefill_len, 1, &|m| ui.note(m))?.remove(0);
-    tokenswift_infer::generate::check_context(&model, prompt.len(), a.gen_len)?;
-    let bar = ui.bar(a.gen_len as u64, "AR run");
+    let prompt = load_prompts(&a.prompts, &tokenizer, a.prefill_len, 1, &|m| ui.note(m))?
+        .remove(0);
+    let md = ceiling_report(&model, &prompt, a.gen_len, &sampling, a.reps, ui)?;
+    print!("{md}");
+    if let Some(out) = &a.out {
+        write_text(out, &md)?;
+    }
+    Ok(())
+}
+
+fn write_text(out: &std::path::Path, text: &str) -> Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// The ceiling table (Markdown) for `gen_len` tokens sampled after `prompt`.
+fn ceiling_report(
+    model: &tokenswift_infer::model::Model,
+    prompt: &[u32],
+    gen_len: usize,
+    sampling: &tokenswift_infer::sampling::SamplingConfig,
+    reps: usize,
+    ui: &Ui,
+) -> Result<String> {
+    use tokenswift_eval::ceiling::{ceiling, pass_cost, ranks};
+    tokenswift_infer::generate::check_context(model, prompt.len(), gen_len)?;
+    let bar = ui.bar(gen_len as u64, "AR run");
     let mut n = 0u64;
     let (output, _) = tokenswift_infer::generate::generate_ar(
-        &model,
-        &prompt,
-        a.gen_len,
-        &sampling,
+        model,
+        prompt,
+        gen_len,
+        sampling,
         false,
         &mut |_| {
             n += 1;
@@ -672,14 +704,12 @@ fn ceiling(a: CeilingArgs, ui: &Ui) -> Result<()> {
     )?;
     bar.finish_and_clear();
     let spinner = ui.spinner("ranking the output's tokens in their distributions".to_string());
-    let r = ranks(&model, &prompt, &output, &sampling)?;
+    let r = ranks(model, prompt, &output, sampling)?;
     spinner.finish_and_clear();
-    let context = prompt.len() + a.gen_len / 2;
+    let context = prompt.len() + gen_len / 2;
     let qs = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 24, 32, 41];
-    let spinner = ui.spinner(format!(
-        "timing verify passes over a {context}-token context"
-    ));
-    let costs = pass_cost(&model, context, &qs, a.reps)?;
+    let spinner = ui.spinner(format!("timing verify passes over a {context}-token context"));
+    let costs = pass_cost(model, context, &qs, reps)?;
     spinner.finish_and_clear();
     let trees: Vec<Vec<usize>> = [
         &[1][..],
@@ -715,7 +745,7 @@ fn ceiling(a: CeilingArgs, ui: &Ui) -> Result<()> {
         share(2),
         share(3),
         share(4),
-        a.reps,
+        reps,
         qs.iter()
             .zip(&costs)
             .map(|(q, c)| format!("q={q} {:.1} ms", c.as_secs_f64() * 1e3))
@@ -734,15 +764,7 @@ fn ceiling(a: CeilingArgs, ui: &Ui) -> Result<()> {
             best.arity, best.speedup
         ));
     }
-    print!("{md}");
-    if let Some(out) = &a.out {
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(out, &md).with_context(|| format!("cannot write {}", out.display()))?;
-    }
-    Ok(())
+    Ok(md)
 }
 
 fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
@@ -780,6 +802,20 @@ fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
         "SmolLM2-135M on a 2-core CPU: TokenSwift vs AR",
         ui,
     )?;
+    // What a perfect drafter could reach here, with the same sampler and prompt.
+    let md = ceiling_report(
+        &bench.model,
+        &bench.prompts[0],
+        a.ceiling_gen_len,
+        &speed.sampling.config(),
+        5,
+        ui,
+    )?;
+    write_text(&a.out.join("ceiling.md"), &md)?;
+    if a.skip_sweeps {
+        ui.note(&format!("reports written under {}", a.out.display()));
+        return Ok(());
+    }
 
     // Sweeps on shorter generations, same prompts source.
     let mut sw = base.clone();

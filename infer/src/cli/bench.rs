@@ -113,6 +113,27 @@ fn print_table(qs: &[usize], table: &Table, baseline: Option<&Table>) {
     }
 }
 
+/// Median time of projecting 4 normalised rows through `lm_head` (or the subset `ids` of it).
+fn draft_projection(model: &Model, ids: Option<&[u32]>, reps: usize) -> Result<Duration> {
+    use burn::tensor::{Tensor, TensorData};
+    let h = model.config().hidden_size;
+    let x: Vec<f32> = (0..4 * h).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+    let subset = ids.map(|ids| model.lm_head_subset(ids)).transpose()?;
+    let mut times = Vec::with_capacity(reps + 1);
+    for _ in 0..=reps {
+        let rows = Tensor::<2>::from_data(TensorData::new(x.clone(), [4, h]), model.device());
+        let t = Instant::now();
+        let out = match &subset {
+            Some(s) => model.lm_head_rows_subset(rows, s),
+            None => model.lm_head_rows(rows),
+        };
+        times.push(t.elapsed());
+        std::hint::black_box(out);
+    }
+    times.remove(0);
+    Ok(median(times))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -175,6 +196,23 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
             stats.decode_tokens_per_second(),
             1e3 / stats.decode_tokens_per_second()
         );
+    }
+
+    println!(
+        "\n## draft projection: 4 rows (base + 3 heads) through lm_head (median of {} runs, ms)",
+        args.reps.max(5) * 4
+    );
+    println!("| draft vocabulary | ms | / whole vocabulary |\n|---|---|---|");
+    let full = draft_projection(&model, None, args.reps.max(5) * 4)?;
+    println!("| {} (whole) | {:.2} | 1.00 |", cfg.vocab_size, ms(full));
+    for n in [16384usize, 8192, 4096] {
+        if n >= cfg.vocab_size {
+            continue;
+        }
+        // The cost depends only on the subset's size, not on which tokens it holds.
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let d = draft_projection(&model, Some(&ids), args.reps.max(5) * 4)?;
+        println!("| {n} | {:.2} | {:.2} |", ms(d), ms(d) / ms(full));
     }
 
     if args.compare_burn_ops && model.uses_cpu_kernels() {
