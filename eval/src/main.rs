@@ -659,8 +659,7 @@ fn ceiling(a: CeilingArgs, ui: &Ui) -> Result<()> {
     let sampling = a.sampling.config();
     let (_dir, model, tokenizer) = a.model.load(ui)?;
     sampling.validate(model.config().vocab_size)?;
-    let prompt = load_prompts(&a.prompts, &tokenizer, a.prefill_len, 1, &|m| ui.note(m))?
-        .remove(0);
+    let prompt = load_prompts(&a.prompts, &tokenizer, a.prefill_len, 1, &|m| ui.note(m))?.remove(0);
     let md = ceiling_report(&model, &prompt, a.gen_len, &sampling, a.reps, ui)?;
     print!("{md}");
     if let Some(out) = &a.out {
@@ -708,7 +707,9 @@ fn ceiling_report(
     spinner.finish_and_clear();
     let context = prompt.len() + gen_len / 2;
     let qs = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 24, 32, 41];
-    let spinner = ui.spinner(format!("timing verify passes over a {context}-token context"));
+    let spinner = ui.spinner(format!(
+        "timing verify passes over a {context}-token context"
+    ));
     let costs = pass_cost(model, context, &qs, reps)?;
     spinner.finish_and_clear();
     let trees: Vec<Vec<usize>> = [

@@ -141,7 +141,7 @@ pub struct LmHeadSubset {
 
 enum SubsetWeight {
     Packed(PackedMatrix),
-    Tensor(Tensor<2>),
+    Tensor(Box<Tensor<2>>),
 }
 
 impl LmHeadSubset {
@@ -521,7 +521,7 @@ impl Model {
                 let idx: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
                 let idx =
                     Tensor::<1, Int>::from_data(TensorData::new(idx, [ids.len()]), &self.device);
-                SubsetWeight::Tensor(self.lm_head_weight().clone().select(0, idx))
+                SubsetWeight::Tensor(Box::new(self.lm_head_weight().clone().select(0, idx)))
             }
         };
         Ok(LmHeadSubset {
@@ -544,7 +544,7 @@ impl Model {
                 out
             }
             SubsetWeight::Tensor(w) => crate::generate::logits_to_vec(
-                normed.cast(self.dtype).matmul(w.clone().transpose()),
+                normed.cast(self.dtype).matmul((**w).clone().transpose()),
             ),
         }
     }

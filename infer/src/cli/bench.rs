@@ -117,7 +117,9 @@ fn print_table(qs: &[usize], table: &Table, baseline: Option<&Table>) {
 fn draft_projection(model: &Model, ids: Option<&[u32]>, reps: usize) -> Result<Duration> {
     use burn::tensor::{Tensor, TensorData};
     let h = model.config().hidden_size;
-    let x: Vec<f32> = (0..4 * h).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+    let x: Vec<f32> = (0..4 * h)
+        .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+        .collect();
     let subset = ids.map(|ids| model.lm_head_subset(ids)).transpose()?;
     let mut times = Vec::with_capacity(reps + 1);
     for _ in 0..=reps {

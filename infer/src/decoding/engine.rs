@@ -134,13 +134,15 @@ pub struct StepReport<'a> {
 /// The draft's `lm_head`: the whole vocabulary, or a subset with its index maps.
 enum DraftHead {
     Full,
-    Subset {
-        head: LmHeadSubset,
-        /// Column of each vocabulary token in the subset (`u32::MAX`: not in it).
-        column: Vec<u32>,
-        /// The sampling settings with banned tokens mapped to subset columns.
-        cfg: SamplingConfig,
-    },
+    Subset(Box<SubsetDraft>),
+}
+
+struct SubsetDraft {
+    head: LmHeadSubset,
+    /// Column of each vocabulary token in the subset (`u32::MAX`: not in it).
+    column: Vec<u32>,
+    /// The sampling settings with banned tokens mapped to subset columns.
+    cfg: SamplingConfig,
 }
 
 impl DraftHead {
@@ -160,14 +162,18 @@ impl DraftHead {
             .iter()
             .filter_map(|&t| column.get(t as usize).copied().filter(|&c| c != u32::MAX))
             .collect();
-        Ok(DraftHead::Subset { head, column, cfg })
+        Ok(DraftHead::Subset(Box::new(SubsetDraft {
+            head,
+            column,
+            cfg,
+        })))
     }
 
     /// `lm_head` on the normalised draft rows: `[rows, width]`.
     fn logits(&self, model: &Model, normed: Tensor<2>) -> Vec<f32> {
         match self {
             DraftHead::Full => model.lm_head_rows(normed),
-            DraftHead::Subset { head, .. } => model.lm_head_rows_subset(normed, head),
+            DraftHead::Subset(d) => model.lm_head_rows_subset(normed, &d.head),
         }
     }
 
@@ -185,14 +191,14 @@ impl DraftHead {
         let window = penalty_window_tokens(history, &[], sampling.penalty_window);
         let (cfg, window, width) = match self {
             DraftHead::Full => (sampling, window, vocab),
-            DraftHead::Subset { head, column, cfg } => (
-                cfg,
+            DraftHead::Subset(d) => (
+                &d.cfg,
                 window
                     .iter()
-                    .map(|&t| column[t as usize])
+                    .map(|&t| d.column[t as usize])
                     .filter(|&c| c != u32::MAX)
                     .collect(),
-                head.len(),
+                d.head.len(),
             ),
         };
         rows.chunks_exact_mut(width)
@@ -202,9 +208,7 @@ impl DraftHead {
                 let top = top_k_indices(row, k.max(1));
                 match self {
                     DraftHead::Full => top,
-                    DraftHead::Subset { head, .. } => {
-                        top.iter().map(|&c| head.ids()[c as usize]).collect()
-                    }
+                    DraftHead::Subset(d) => top.iter().map(|&c| d.head.ids()[c as usize]).collect(),
                 }
             })
             .collect()
@@ -311,7 +315,7 @@ pub fn generate_tokenswift(
     let draft_head = DraftHead::new(model, cfg.draft_vocab.as_deref(), sampling)?;
     stats.draft_vocab = match &draft_head {
         DraftHead::Full => vocab,
-        DraftHead::Subset { head, .. } => head.len(),
+        DraftHead::Subset(d) => d.head.len(),
     };
     stats.draft_cache_capacity = partial.cache.capacity();
 
