@@ -46,3 +46,14 @@ fn unwritable_output_directory_fails_before_any_work() {
     let (ok, e) = train_heads(&["--out", out.to_str().unwrap()]);
     one_sentence(ok, &e, &[out.to_str().unwrap()]);
 }
+
+#[test]
+fn ranking_update_of_missing_heads_is_one_sentence() {
+    let (ok, e) = train_heads(&[
+        "--data",
+        "austen",
+        "--update-ranking",
+        "/no/such/heads.safetensors",
+    ]);
+    one_sentence(ok, &e, &["/no/such/heads.json"]);
+}
