@@ -14,22 +14,12 @@
 
 use std::time::{Duration, Instant};
 
+use tokenswift_infer::decoding::tree::nodes_of;
 use tokenswift_infer::generate::{forward_chunks, logits_to_vec};
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
 use tokenswift_infer::sampling::{SamplingConfig, adjust_logits, penalty_window_tokens};
 
 use crate::error::Result;
-
-/// Nodes of a tree with these arities, the root included (`[1, 3, 3, 3]` → 41).
-pub fn tree_nodes(arity: &[usize]) -> usize {
-    let mut total = 1;
-    let mut level = 1;
-    for &a in arity {
-        level *= a;
-        total += level;
-    }
-    total
-}
 
 /// Replays a perfect drafter with `arity` over `ranks` (each emitted token's rank in its target
 /// distribution): returns (tokens emitted, steps).
@@ -61,6 +51,7 @@ pub fn ranks(
     let mut ranks = Vec::with_capacity(output.len());
     // Only rows that predict an output token are needed: from the prompt's last token on.
     let mut done = 0usize;
+    let mut row = Vec::with_capacity(vocab);
     forward_chunks(
         model,
         &all[..all.len() - 1],
@@ -70,12 +61,13 @@ pub fn ranks(
             let rows = logits_to_vec(out.logits.expect("logits were requested"));
             let first = done;
             done = len;
-            for (r, row) in rows.chunks_exact(vocab).enumerate() {
+            for (r, logits) in rows.chunks_exact(vocab).enumerate() {
                 let pos = first + r; // this row predicts token pos + 1
                 if pos + 1 < prompt.len() {
                     continue;
                 }
-                let mut row = row.to_vec();
+                row.clear();
+                row.extend_from_slice(logits);
                 let window = penalty_window_tokens(&all[..=pos], &[], sampling.penalty_window);
                 adjust_logits(sampling, &mut row, &window);
                 let t = row[all[pos + 1] as usize];
@@ -158,7 +150,7 @@ pub fn ceiling(
     trees
         .iter()
         .filter_map(|arity| {
-            let nodes = tree_nodes(arity);
+            let nodes = nodes_of(arity);
             // Linear interpolation between the measured sizes.
             let i = qs.iter().position(|&q| q >= nodes)?;
             let c = if qs[i] == nodes || i == 0 {
@@ -201,9 +193,9 @@ mod tests {
 
     #[test]
     fn tree_sizes() {
-        assert_eq!(tree_nodes(&[1, 3, 3, 3]), 41);
-        assert_eq!(tree_nodes(&[1]), 2);
-        assert_eq!(tree_nodes(&[]), 1);
+        assert_eq!(nodes_of(&[1, 3, 3, 3]), 41);
+        assert_eq!(nodes_of(&[1]), 2);
+        assert_eq!(nodes_of(&[]), 1);
     }
 
     #[test]

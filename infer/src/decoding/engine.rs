@@ -169,6 +169,14 @@ impl DraftHead {
         })))
     }
 
+    /// Columns of a draft row: the vocabulary, or the subset's size.
+    fn width(&self, vocab: usize) -> usize {
+        match self {
+            DraftHead::Full => vocab,
+            DraftHead::Subset(d) => d.head.len(),
+        }
+    }
+
     /// `lm_head` on the normalised draft rows: `[rows, width]`.
     fn logits(&self, model: &Model, normed: Tensor<2>) -> Vec<f32> {
         match self {
@@ -189,8 +197,8 @@ impl DraftHead {
         widths: &[usize],
     ) -> Vec<Vec<u32>> {
         let window = penalty_window_tokens(history, &[], sampling.penalty_window);
-        let (cfg, window, width) = match self {
-            DraftHead::Full => (sampling, window, vocab),
+        let (cfg, window) = match self {
+            DraftHead::Full => (sampling, window),
             DraftHead::Subset(d) => (
                 &d.cfg,
                 window
@@ -198,10 +206,9 @@ impl DraftHead {
                     .map(|&t| d.column[t as usize])
                     .filter(|&c| c != u32::MAX)
                     .collect(),
-                d.head.len(),
             ),
         };
-        rows.chunks_exact_mut(width)
+        rows.chunks_exact_mut(self.width(vocab))
             .zip(widths)
             .map(|(row, &k)| {
                 adjust_logits(cfg, row, &window);
@@ -313,10 +320,7 @@ pub fn generate_tokenswift(
     let budget = cfg.kv_budget;
     let mut partial = PartialKvCache::new(model, budget.min(prompt.len() + max_new));
     let draft_head = DraftHead::new(model, cfg.draft_vocab.as_deref(), sampling)?;
-    stats.draft_vocab = match &draft_head {
-        DraftHead::Full => vocab,
-        DraftHead::Subset(d) => d.head.len(),
-    };
+    stats.draft_vocab = draft_head.width(vocab);
     stats.draft_cache_capacity = partial.cache.capacity();
 
     while !done {

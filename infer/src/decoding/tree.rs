@@ -75,7 +75,8 @@ pub struct TreePlanner {
     replans: usize,
 }
 
-fn nodes_of(arity: &[usize]) -> usize {
+/// Nodes of a draft tree with these arities per depth, the root included (`[1, 3, 3, 3]` → 41).
+pub fn nodes_of(arity: &[usize]) -> usize {
     let mut total = 1;
     let mut level = 1;
     for &a in arity {
