@@ -57,3 +57,21 @@ fn ranking_update_of_missing_heads_is_one_sentence() {
     ]);
     one_sentence(ok, &e, &["/no/such/heads.json"]);
 }
+
+#[test]
+fn ranking_update_of_another_bases_heads_is_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let heads = dir.path().join("heads.safetensors");
+    std::fs::write(
+        dir.path().join("heads.json"),
+        r#"{"base_model": "someone-elses-model", "base_fingerprint": "0123", "hidden_size": 576, "vocab_size": 49152, "num_heads": 3}"#,
+    )
+    .unwrap();
+    let (ok, e) = train_heads(&[
+        "--data",
+        "austen",
+        "--update-ranking",
+        heads.to_str().unwrap(),
+    ]);
+    one_sentence(ok, &e, &["someone-elses-model"]);
+}
