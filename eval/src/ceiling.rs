@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokenswift_infer::decoding::tree::nodes_of;
+use tokenswift_infer::decoding::planner::nodes_of;
 use tokenswift_infer::generate::{forward_chunks, logits_to_vec};
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
 use tokenswift_infer::sampling::{SamplingConfig, adjust_logits, penalty_window_tokens};

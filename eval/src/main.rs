@@ -11,7 +11,7 @@ use tokenswift_eval::report::{mean_std, paper};
 use tokenswift_eval::runner::{Bench, Setting, run_grid};
 use tokenswift_eval::table::ResultsTable;
 use tokenswift_infer::cli_support::{ModelArgs, SamplingArgs, TokenSwiftArgs, Ui};
-use tokenswift_infer::decoding::tree::TreeChoice;
+use tokenswift_infer::decoding::planner::{NgramLag, TreeChoice};
 use tokenswift_infer::heads::DraftHeads;
 use tokenswift_infer::tokenizer::TextTokenizer;
 
@@ -607,6 +607,7 @@ fn heads(a: HeadsArgs, ui: &Ui) -> Result<()> {
         heads: a.heads.clone(),
         tree: TreeChoice::Auto,
         ngram_topk: 20,
+        ngram_lag: NgramLag::Auto,
         kv_budget: None,
         draft: tokenswift_infer::cli_support::DraftArg::Separate,
         draft_vocab: 0,
@@ -789,7 +790,7 @@ fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
     let mut settings = vec![base_setting(&speed, p)?];
     settings[0].name = "draft=separate, tree=auto".into();
     let mut fused = base_setting(&speed, p)?;
-    fused.ts.draft = tokenswift_infer::decoding::tree::DraftMode::Fused;
+    fused.ts.draft = tokenswift_infer::decoding::planner::DraftMode::Fused;
     fused.name = "draft=fused, tree=auto".into();
     settings.push(fused);
     let cps = checkpoints(a.gen_len, 5, &[4096]);

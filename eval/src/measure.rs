@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use tokenswift_datasets::{CorpusSource, HELD_OUT_NOVEL, tokenize};
-use tokenswift_infer::decoding::engine::{TokenSwiftConfig, generate_tokenswift};
+use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
 use tokenswift_infer::generate::generate_ar;
 use tokenswift_infer::heads::DraftHeads;
 use tokenswift_infer::model::Model;
@@ -143,7 +143,13 @@ pub fn run_cell(
                 tokens_per_step: stats.tokens_per_step(),
                 ngram_share: stats.ngram_share(),
                 distinct,
-                tree: format!("{:?}", stats.last_tree),
+                tree: format!(
+                    "{:?}: {:.0}% AR steps, {:.0}% heads, {:.0}% separate",
+                    cell.ts.tree,
+                    100.0 * stats.ar_steps as f64 / stats.steps.max(1) as f64,
+                    100.0 * stats.heads_steps as f64 / stats.steps.max(1) as f64,
+                    100.0 * stats.separate_steps as f64 / stats.steps.max(1) as f64
+                ),
                 identical,
             }
         })

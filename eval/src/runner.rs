@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use tokenswift_infer::cli_support::Ui;
-use tokenswift_infer::decoding::engine::TokenSwiftConfig;
+use tokenswift_infer::decoding::session::TokenSwiftConfig;
 use tokenswift_infer::heads::DraftHeads;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;

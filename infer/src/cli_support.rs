@@ -12,8 +12,9 @@ use burn::tensor::{DType, Device};
 use clap::{Args, ValueEnum};
 use std::path::Path;
 
-use crate::decoding::engine::{AcceptRule, TokenSwiftConfig};
-use crate::decoding::tree::{DraftMode, TreeChoice};
+use crate::decoding::partial::SINKS;
+use crate::decoding::planner::{DraftMode, NgramLag, TreeChoice};
+use crate::decoding::session::{DEFAULT_KV_BUDGET, DEFAULT_NGRAM_TOPK, TokenSwiftConfig};
 use crate::heads::{DraftHeads, HeadsManifest, base_fingerprint, load_heads, manifest_path};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -275,13 +276,18 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
 /// How TokenSwift drafts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DraftArg {
+    /// Chosen per step by measured gain: n-grams only, the heads on the verify pass's hidden
+    /// state, or the separate pass (with a fixed tree: separate when the tree has K+1 levels,
+    /// else fused).
+    Auto,
     /// The paper's extra base pass over the partial KV cache, then the heads (K+1 depths).
     Separate,
     /// The heads on the verify pass's hidden state: no extra pass, K depths.
     Fused,
 }
 
-/// TokenSwift options (shared with the benchmarks).
+/// TokenSwift options (shared with the benchmarks). The paper's configuration is
+/// `--tree 1,3,3,3 --draft separate --ngram-topk 20 --ngram-lag paper`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenSwiftArgs {
     /// Draft heads: a heads file (with its .json manifest) or a checkpoint directory with the
@@ -289,28 +295,33 @@ pub struct TokenSwiftArgs {
     /// heads.
     #[arg(long, env = "TOKENSWIFT_HEADS")]
     pub heads: Option<PathBuf>,
-    /// Tree arity per depth (`1,3,3,3` = the paper's 40-node tree) or `auto` (chosen from the
-    /// measured step cost and per-depth acceptance).
-    #[arg(long, default_value = "auto", value_parser = TreeChoice::parse)]
+    /// `auto`: each step verifies the candidates (heads, n-grams) that maximise expected tokens
+    /// per second under measured costs and acceptance, possibly none (a plain AR step). Or a
+    /// fixed arity per depth verified whole every step (`1,3,3,3` = the paper's 40-node tree).
+    #[arg(long, env = "TOKENSWIFT_TREE", default_value = "auto", value_parser = TreeChoice::parse)]
     pub tree: TreeChoice,
-    /// N-gram chains retrieved per depth-1 token (0 = no token reutilisation). With `--tree auto`
-    /// this is the maximum: the planner lowers it while n-gram nodes do not pay for their
-    /// verification.
-    #[arg(long, default_value_t = 20)]
+    /// With a fixed tree: n-gram chains retrieved per depth-1 token (the paper's k = 20). With
+    /// `--tree auto`: alternative first tokens per lookup draft (at most 4). 0 = no n-grams.
+    #[arg(long, env = "TOKENSWIFT_NGRAM_TOPK", default_value_t = DEFAULT_NGRAM_TOPK)]
     pub ngram_topk: usize,
-    /// Partial KV cache budget for the draft pass (sinks included). Default 4096, or the whole
-    /// prompt + generation when shorter.
-    #[arg(long)]
+    /// How far behind the emitted text the n-gram tables are fed: `paper` (one penalty window,
+    /// so recently penalised n-grams are not proposed), a number of tokens (0 = at once), or
+    /// `auto` (both tables, whichever is accepted more often).
+    #[arg(long, env = "TOKENSWIFT_NGRAM_LAG", default_value = "auto", value_parser = NgramLag::parse)]
+    pub ngram_lag: NgramLag,
+    /// Partial KV cache budget for the separate draft pass (sinks included). Default 4096, or
+    /// the whole prompt + generation when shorter.
+    #[arg(long, env = "TOKENSWIFT_KV_BUDGET")]
     pub kv_budget: Option<usize>,
-    /// How drafts are produced.
-    #[arg(long, value_enum, default_value = "separate")]
+    /// How the heads' drafts are produced.
+    #[arg(long, env = "TOKENSWIFT_DRAFT", value_enum, default_value = "auto")]
     pub draft: DraftArg,
     /// Tokens the draft may propose: the N most frequent of the heads' training corpus (their
     /// manifest's ranking). Drafting projects onto N rows of `lm_head` instead of the whole
     /// vocabulary, the largest single memory read of a draft; verification still uses the whole
     /// vocabulary, so the output is unchanged. 0 = the whole vocabulary (also used when the
     /// heads carry no ranking).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, env = "TOKENSWIFT_DRAFT_VOCAB", default_value_t = 8192)]
     pub draft_vocab: usize,
 }
 
@@ -327,23 +338,24 @@ impl TokenSwiftArgs {
             Some(b) if b > total => bail!(
                 "--kv-budget {b} is larger than the prompt plus the generation ({total} tokens); give at most {total}"
             ),
-            Some(b) if b <= 16 => {
-                bail!("--kv-budget {b} must be larger than the 16 attention sinks")
+            Some(b) if b <= SINKS => {
+                bail!("--kv-budget {b} must be larger than the {SINKS} attention sinks")
             }
             Some(b) => b,
-            None => 4096.min(total).max(17),
+            None => DEFAULT_KV_BUDGET.min(total).max(SINKS + 1),
         };
         Ok(TokenSwiftConfig {
             tree: self.tree.clone(),
             ngram_topk: self.ngram_topk,
+            ngram_lag: self.ngram_lag,
             kv_budget,
             draft: match self.draft {
+                DraftArg::Auto => DraftMode::Auto,
                 DraftArg::Separate => DraftMode::Separate,
                 DraftArg::Fused => DraftMode::Fused,
             },
             stop_at_eos,
-            accept: AcceptRule::PerNode,
-            draft_vocab: None,
+            ..TokenSwiftConfig::default()
         })
     }
 

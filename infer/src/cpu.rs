@@ -429,6 +429,11 @@ pub fn layer_forward(
     kv.scratch = sc;
 }
 
+/// RMSNorm of each row of `x` into `out` (the final norm before `lm_head`).
+pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    rms_norm(x, weight, eps, out)
+}
+
 /// Final norm and `lm_head` for `rows` rows of `x`.
 pub fn logits(x: &[f32], rows: usize, norm: &[f32], eps: f32, lm_head: &PackedMatrix) -> Vec<f32> {
     let mut normed = vec![0f32; x.len()];

@@ -8,7 +8,7 @@ use burn::tensor::{DType, Tensor};
 use crate::cache::KvCache;
 use crate::error::{InferError, Result};
 use crate::model::{AttentionMask, ForwardOutput, LogitRows, Model};
-use crate::sampling::{SamplerRng, SamplingConfig, distribution, penalty_window_tokens};
+use crate::sampling::{SamplerRng, SamplingConfig, draw, penalty_window_tokens};
 
 /// Prefill is run in chunks of this many tokens, bounding the attention-score temporaries.
 pub const PREFILL_CHUNK: usize = 512;
@@ -127,12 +127,7 @@ pub fn generate_ar(
     let eos = &model.config().eos_token_ids;
     for step in 0..max_new {
         let window = penalty_window_tokens(&history, &[], sampling.penalty_window);
-        let dist = distribution(sampling, &mut logits, &window);
-        let token = if sampling.is_greedy() {
-            dist.argmax()
-        } else {
-            dist.sample_with(rng.uniform())
-        };
+        let token = draw(sampling, &mut rng, &mut logits, &window);
         history.push(token);
         generated.push(token);
         on_token(token)?;

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 pub const PANEL: usize = 16;
 /// Rows per register block.
 const MR: usize = 6;
-/// Depth per cache block (a panel pair's slice is 2·16·KC·4 bytes = 32 KiB).
-const KC: usize = 256;
+/// Depth per cache block (a panel pair's slice is 2·16·KC·4 bytes = 16 KiB, half of a 32 KiB L1).
+const KC: usize = 128;
 
 /// A weight matrix `[n, k]` (HF `[out, in]` layout) packed for [`matmul_packed`].
 #[derive(Debug, Clone)]
@@ -168,6 +168,29 @@ fn block<const R: usize, const NP: usize, const FMA: bool>(
     }
 }
 
+/// One register tile of `R` rows (`R ≤ 16`) over one panel, for every row block of `m`, at depth
+/// range `range`.
+#[inline(always)]
+fn rows_1p<const FMA: bool>(
+    x: &[f32],
+    w: &Panels,
+    p: usize,
+    row0: usize,
+    rows: usize,
+    range: (usize, usize),
+    y: &OutPtr,
+) {
+    macro_rules! go {
+        ($($r:literal)*) => {
+            match rows {
+                $($r => block::<$r, 1, FMA>(x, w, p, row0, range, y),)*
+                _ => unreachable!("at most 16 rows per tile"),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
 #[inline(always)]
 fn run_panels<const NP: usize, const FMA: bool>(
     x: &[f32],
@@ -176,8 +199,8 @@ fn run_panels<const NP: usize, const FMA: bool>(
     first_panel: usize,
     y: &OutPtr,
 ) {
-    // Depth blocks of KC keep a panel pair's slice (2·16·KC floats) in L1 while every row block
-    // uses it; with a single row block there is nothing to reuse, so the depth is not split.
+    // Depth blocks of KC keep a panel pair's slice in L1 while every row block uses it; with a
+    // single row block there is nothing to reuse, so the depth is not split.
     let kc = if m > MR { KC } else { w.k.max(1) };
     let mut k0 = 0;
     while k0 < w.k {
@@ -200,9 +223,25 @@ fn run_panels<const NP: usize, const FMA: bool>(
     }
 }
 
-/// One task: panels `p0..p1`, all rows, two panels per register tile where possible.
+/// Rows per register tile of the one-panel path: a whole verify of up to this many tokens is one
+/// tile, so every weight value is loaded once and used by every row.
+const MR_WIDE: usize = 16;
+
+/// One task: panels `p0..p1`, all rows. Up to [`MR`] rows: two panels per register tile. Up to
+/// [`MR_WIDE`] rows: one panel per tile and all rows in it (the weights stream once). More rows
+/// (prefill): two-panel tiles of [`MR`] rows over depth blocks that stay in L1.
+///
+/// Every output is accumulated over the depth in the same order whatever the tiling (depth
+/// blocks store and reload the exact partial sums), so a row's result does not depend on how
+/// many rows are computed with it.
 #[inline(always)]
 fn task_body<const FMA: bool>(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
+    if m > MR && m <= MR_WIDE {
+        for p in p0..p1 {
+            rows_1p::<FMA>(x, w, p, 0, m, (0, w.k), y);
+        }
+        return;
+    }
     let mut p = p0;
     while p + 2 <= p1 {
         run_panels::<2, FMA>(x, m, w, p, y);
@@ -306,6 +345,9 @@ mod tests {
             (64, 48, 20),
             (13, 40, 700),
             (7, 16, 513),
+            (9, 50, 576),
+            (16, 33, 64),
+            (17, 70, 300),
         ] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)

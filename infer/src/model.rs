@@ -459,6 +459,43 @@ impl Model {
         }
     }
 
+    /// `lm_head(norm(hidden[rows]))` for the chosen rows of a forward pass's hidden state, into
+    /// `out` as `[rows.len(), vocab]` f32 on the host (resized, so a buffer kept across steps is
+    /// reused). Verification computes logits only for the trie nodes its walk reaches; the rows
+    /// equal, bit for bit, those `LogitRows::All` would give (the kernel's accumulation order does
+    /// not depend on the number of rows).
+    pub fn logits_of_rows(&self, hidden: &Tensor<2>, rows: &[usize], out: &mut Vec<f32>) {
+        let vocab = self.config.vocab_size;
+        out.resize(rows.len() * vocab, 0.0);
+        if rows.is_empty() {
+            return;
+        }
+        match &self.cpu {
+            Some(cpu) => {
+                let h = cpu.dims.hidden;
+                let all = hidden
+                    .clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 activations");
+                let mut picked = Vec::with_capacity(rows.len() * h);
+                let mut normed = vec![0f32; rows.len() * h];
+                for &r in rows {
+                    picked.extend_from_slice(&all[r * h..(r + 1) * h]);
+                }
+                cpu::rms_norm_rows(&picked, &cpu.norm, cpu.dims.eps, &mut normed);
+                crate::kernels::matmul_packed(&normed, rows.len(), &cpu.lm_head, out);
+            }
+            None => {
+                let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+                let idx =
+                    Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &self.device);
+                let l = crate::generate::logits_to_vec(self.logits(hidden.clone().select(0, idx)));
+                out.copy_from_slice(&l);
+            }
+        }
+    }
+
     /// `lm_head` alone on rows that are already normalised (the base's final norm, or a draft
     /// head's post norm), on the host as `[rows, vocab]` f32. Batching the base row and the heads'
     /// rows into one call reads the (bandwidth-bound) `lm_head` once per draft instead of K + 1

@@ -282,6 +282,24 @@ pub fn distribution(
     }
 }
 
+/// Draws the next token from one row of raw logits (processed in place) with the tokens
+/// `penalised` in its window: the argmax when greedy (no random number used), else one uniform
+/// number from `rng`. Autoregressive decoding and every TokenSwift node draw through here, so a
+/// seed gives the same tokens in both.
+pub fn draw(
+    cfg: &SamplingConfig,
+    rng: &mut SamplerRng,
+    logits: &mut [f32],
+    penalised: &[u32],
+) -> u32 {
+    let d = distribution(cfg, logits, penalised);
+    if cfg.is_greedy() {
+        d.argmax()
+    } else {
+        d.sample_with(rng.uniform())
+    }
+}
+
 /// Processes a batch of rows (`logits` is `[rows, vocab]`, modified in place), each with its own
 /// penalised tokens — e.g. one row per tree node, each penalising its own path.
 pub fn distributions(

@@ -239,8 +239,8 @@ fn prompt_longer_than_the_context_is_an_error() {
 /// untrained heads.
 #[test]
 fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
-    use tokenswift_infer::decoding::engine::{TokenSwiftConfig, generate_tokenswift};
-    use tokenswift_infer::decoding::tree::{DraftMode, TreeChoice};
+    use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
+    use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
     use tokenswift_infer::heads::{DraftHeads, load_heads};
     let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
     let tok = TextTokenizer::load(model_dir()).unwrap();
@@ -272,7 +272,11 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
             .unwrap()
             .0;
         for (heads, draft_vocab) in &all_heads {
-            for (draft, tree) in [(DraftMode::Separate, "auto"), (DraftMode::Fused, "2,2,1")] {
+            for (draft, tree) in [
+                (DraftMode::Separate, "auto"),
+                (DraftMode::Fused, "2,2,1"),
+                (DraftMode::Auto, "auto"),
+            ] {
                 let cfg = TokenSwiftConfig {
                     tree: TreeChoice::parse(tree).unwrap(),
                     kv_budget: 48,
@@ -284,7 +288,11 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
                     generate_tokenswift(&model, heads, &ids, n, &s, &cfg, &mut |_| Ok(())).unwrap();
                 assert_eq!(got, want, "prompt {i}, {draft:?}");
                 if draft == DraftMode::Separate {
-                    assert!(stats.selections >= 2, "{} selections", stats.selections);
+                    assert!(
+                        stats.partial_selections >= 2,
+                        "{} selections",
+                        stats.partial_selections
+                    );
                 }
             }
         }
@@ -305,8 +313,8 @@ fn committed_draft_vocab(heads: &Path) -> Option<Vec<u32>> {
 /// node's distribution is bit-identical to AR's, so no draw can differ.
 #[test]
 fn sampled_tokenswift_equals_sampled_ar_on_the_default_model() {
-    use tokenswift_infer::decoding::engine::{TokenSwiftConfig, generate_tokenswift};
-    use tokenswift_infer::decoding::tree::{DraftMode, TreeChoice};
+    use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
+    use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
     use tokenswift_infer::heads::{DraftHeads, load_heads};
     let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
     let tok = TextTokenizer::load(model_dir()).unwrap();
@@ -335,7 +343,11 @@ fn sampled_tokenswift_equals_sampled_ar_on_the_default_model() {
         let want = generate_ar(&model, &ids, n, &s, false, &mut |_| Ok(()))
             .unwrap()
             .0;
-        for (draft, tree) in [(DraftMode::Separate, "1,3,3"), (DraftMode::Fused, "3,2")] {
+        for (draft, tree) in [
+            (DraftMode::Separate, "1,3,3"),
+            (DraftMode::Fused, "3,2"),
+            (DraftMode::Auto, "auto"),
+        ] {
             let cfg = TokenSwiftConfig {
                 tree: TreeChoice::parse(tree).unwrap(),
                 kv_budget: 64,

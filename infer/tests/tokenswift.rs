@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 use burn::module::Param;
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use tokenswift_infer::decoding::engine::{AcceptRule, TokenSwiftConfig, generate_tokenswift};
-use tokenswift_infer::decoding::tree::{DraftMode, TreeChoice};
+use tokenswift_infer::decoding::planner::{DraftMode, NgramLag, TreeChoice};
+use tokenswift_infer::decoding::session::{
+    AcceptRule, ExternalDrafter, Faults, Session, TokenSwiftConfig, TokenSwiftStats,
+    generate_tokenswift, run_session,
+};
 use tokenswift_infer::decoding::trie::CandidateTrie;
 use tokenswift_infer::generate::{forward_chunks, generate_ar, logits_to_vec};
 use tokenswift_infer::heads::DraftHeads;
@@ -64,10 +67,7 @@ fn ts(
     n: usize,
     s: &SamplingConfig,
     cfg: &TokenSwiftConfig,
-) -> (
-    Vec<u32>,
-    tokenswift_infer::decoding::engine::TokenSwiftStats,
-) {
+) -> (Vec<u32>, TokenSwiftStats) {
     generate_tokenswift(model, heads, prompt, n, s, cfg, &mut |_| Ok(())).unwrap()
 }
 
@@ -104,18 +104,26 @@ fn greedy_tokenswift_equals_greedy_ar_on_tiny_models() {
                     ngram_topk: 5,
                     kv_budget: 32,
                     draft,
-                    stop_at_eos: false,
-                    accept: AcceptRule::PerNode,
-                    draft_vocab: None,
+                    ..TokenSwiftConfig::paper()
                 };
                 let (got, stats) = ts(&model, &heads, &p, n, &s, &cfg);
                 assert_eq!(got, want, "{name} {draft:?} prompt {plen} gen {n}");
+                let auto = TokenSwiftConfig {
+                    kv_budget: 32,
+                    draft,
+                    ..TokenSwiftConfig::default()
+                };
+                assert_eq!(
+                    ts(&model, &heads, &p, n, &s, &auto).0,
+                    want,
+                    "{name} auto tree, {draft:?}, prompt {plen} gen {n}"
+                );
                 assert_eq!(stats.generated_tokens, n);
                 if draft == DraftMode::Separate && plen + n > 40 {
                     assert!(
-                        stats.selections >= 2,
+                        stats.partial_selections >= 2,
                         "{name}: the partial cache re-selected {} times",
-                        stats.selections
+                        stats.partial_selections
                     );
                 }
             }
@@ -247,7 +255,7 @@ fn restricted_draft_vocabulary_stays_lossless() {
             kv_budget: 24,
             draft,
             draft_vocab: Some(ranking[..6].to_vec()),
-            ..Default::default()
+            ..TokenSwiftConfig::paper()
         };
         let (got, stats) = ts(&model, &heads, &p, 120, &s, &cfg);
         assert_eq!(got, want, "{draft:?}");
@@ -271,7 +279,7 @@ fn sampled_tokenswift_equals_ar_with_the_same_seed() {
         let cfg = TokenSwiftConfig {
             kv_budget: 24,
             ngram_topk: 4,
-            ..Default::default()
+            ..TokenSwiftConfig::paper()
         };
         let (got, stats) = ts(&model, &heads, &p, 80, &s, &cfg);
         assert_eq!(got, ar(&model, &p, 80, &s), "seed {seed}");
@@ -293,7 +301,7 @@ fn auto_tree_stays_lossless() {
     };
     let (got, stats) = ts(&model, &heads, &p, 200, &s, &cfg);
     assert_eq!(got, ar(&model, &p, 200, &s));
-    assert!(!stats.last_tree.is_empty());
+    assert!(stats.steps < 200, "{} steps", stats.steps);
 }
 
 /// Chi-square of the second emitted token's histogram (TokenSwift, seeds `0..n`) against AR's
@@ -315,7 +323,7 @@ fn second_token_chi_square(
         let cfg = TokenSwiftConfig {
             ngram_topk: 0,
             accept: rule,
-            ..Default::default()
+            ..TokenSwiftConfig::paper()
         };
         if tokenswift {
             ts(model, heads, &p, 2, &s, &cfg).0[1]
@@ -402,7 +410,7 @@ fn published_layout_checkpoint_runs() {
     assert_eq!(heads.len(), 3);
     let p = prompt(20, 1, 64);
     let s = greedy_with_penalty();
-    let (got, _) = ts(&model, &heads, &p, 40, &s, &TokenSwiftConfig::default());
+    let (got, _) = ts(&model, &heads, &p, 40, &s, &TokenSwiftConfig::paper());
     assert_eq!(got, ar(&model, &p, 40, &s));
 }
 
@@ -421,11 +429,11 @@ fn eos_stops_mid_path_only_when_asked() {
     let s = SamplingConfig::greedy();
     let plain = ar(&model, &p, 60, &s);
     let eos = model.config().eos_token_ids[0];
-    let (got, _) = ts(&model, &heads, &p, 60, &s, &TokenSwiftConfig::default());
+    let (got, _) = ts(&model, &heads, &p, 60, &s, &TokenSwiftConfig::paper());
     assert_eq!(got, plain);
     let cfg = TokenSwiftConfig {
         stop_at_eos: true,
-        ..Default::default()
+        ..TokenSwiftConfig::paper()
     };
     let (got, stats) = ts(&model, &heads, &p, 60, &s, &cfg);
     match plain.iter().position(|&t| t == eos) {
@@ -452,7 +460,7 @@ fn bad_settings_are_clear_errors() {
     let e = run(
         TokenSwiftConfig {
             kv_budget: 16,
-            ..Default::default()
+            ..TokenSwiftConfig::paper()
         },
         10,
     )
@@ -461,13 +469,13 @@ fn bad_settings_are_clear_errors() {
     let e = run(
         TokenSwiftConfig {
             tree: TreeChoice::Fixed(vec![1, 1, 1, 1, 1]),
-            ..Default::default()
+            ..TokenSwiftConfig::paper()
         },
         10,
     )
     .unwrap();
     assert!(e.contains("at most 4"), "{e}");
-    let e = run(TokenSwiftConfig::default(), 300).unwrap();
+    let e = run(TokenSwiftConfig::paper(), 300).unwrap();
     assert!(e.contains("context of 256"), "{e}");
 }
 
@@ -501,12 +509,16 @@ fn hundred_thousand_tokens_in_bounded_draft_memory() {
         kv_budget: 256,
         tree: TreeChoice::Fixed(vec![1, 2]),
         ngram_topk: 2,
-        ..Default::default()
+        ..TokenSwiftConfig::paper()
     };
     let (got, stats) = ts(&model, &heads, &p, n, &s, &cfg);
     let ts_time = t0.elapsed();
     assert_eq!(got.len(), n);
-    assert!(stats.selections > 100, "{} selections", stats.selections);
+    assert!(
+        stats.partial_selections > 100,
+        "{} selections",
+        stats.partial_selections
+    );
     // The draft pass's cache is the budget plus the draft token, not the 100K-token history.
     assert_eq!(stats.draft_cache_capacity, 257);
     let t1 = std::time::Instant::now();
@@ -515,7 +527,320 @@ fn hundred_thousand_tokens_in_bounded_draft_memory() {
         "100K tokens: TokenSwift {:.1} s ({} steps, {} selections), AR {:.1} s",
         ts_time.as_secs_f64(),
         stats.steps,
-        stats.selections,
+        stats.partial_selections,
         t1.elapsed().as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests with teeth. The tiny random models are near-uniform, so their own drafts are rarely
+// accepted under sampling and several properties could not fail. An *oracle* drafter that knows
+// the AR output makes every step accept deep paths — at off-column trie positions, since a wrong
+// sibling is inserted first — so each lossless property is exercised, and each deliberate fault
+// (the negative controls) must change the output.
+// ---------------------------------------------------------------------------------------------
+
+/// Proposes, below every root, a wrong token and then the next `len` tokens of `want` (the AR
+/// output for this prompt and seed, generated after `prompt_len` tokens).
+fn oracle(prompt_len: usize, want: Vec<u32>, len: usize, vocab: u32) -> ExternalDrafter<'static> {
+    Box::new(move |history: &[u32]| {
+        let g = history.len() - prompt_len;
+        let next = &want[g.min(want.len())..(g + len).min(want.len())];
+        if next.is_empty() {
+            return Vec::new();
+        }
+        vec![vec![(next[0] + 1) % vocab], next.to_vec()]
+    })
+}
+
+/// TokenSwift with an extra drafter; also returns every step's (tokens, accepted drafts).
+#[allow(clippy::type_complexity)]
+fn ts_with(
+    model: &Model,
+    heads: &DraftHeads,
+    prompt: &[u32],
+    n: usize,
+    s: &SamplingConfig,
+    cfg: &TokenSwiftConfig,
+    drafter: ExternalDrafter<'static>,
+) -> (Vec<u32>, TokenSwiftStats, Vec<(Vec<u32>, usize)>) {
+    let mut session = Session::new(model, heads, prompt, n, s, cfg).unwrap();
+    session.set_external_drafter(drafter);
+    let mut steps = Vec::new();
+    run_session(&mut session, &mut |r| {
+        steps.push((r.tokens.to_vec(), r.accepted));
+        Ok(())
+    })
+    .unwrap();
+    let (got, stats) = session.finish();
+    (got, stats, steps)
+}
+
+fn sampled(seed: u64) -> SamplingConfig {
+    SamplingConfig {
+        seed,
+        penalty: 1.5,
+        penalty_window: 16,
+        ..SamplingConfig::default()
+    }
+}
+
+/// With drafts that are right, sampled runs accept deep paths (every depth up to the chain's),
+/// mostly at off-column positions, and the output is still AR's for the same seed.
+#[test]
+fn oracle_drafts_are_accepted_deep_and_off_column_and_stay_lossless() {
+    let model = tiny("llama-mha", true);
+    let heads = random_heads(&model, 5);
+    let p = prompt(30, 4, 64);
+    let n = 120;
+    for (seed, cfg) in [
+        (0, TokenSwiftConfig::default()),
+        (1, TokenSwiftConfig::paper()),
+        (
+            2,
+            TokenSwiftConfig {
+                tree: TreeChoice::Fixed(vec![2, 1]),
+                draft: DraftMode::Fused,
+                ..TokenSwiftConfig::default()
+            },
+        ),
+    ] {
+        let s = sampled(seed);
+        let want = ar(&model, &p, n, &s);
+        let cfg = TokenSwiftConfig {
+            kv_budget: 24,
+            ..cfg
+        };
+        let (got, stats, _) = ts_with(
+            &model,
+            &heads,
+            &p,
+            n,
+            &s,
+            &cfg,
+            oracle(p.len(), want.clone(), 6, 64),
+        );
+        assert_eq!(got, want, "seed {seed}, {:?}", cfg.tree);
+        assert!(
+            stats.accepted * 10 >= n * 7,
+            "seed {seed}: only {} of {n} tokens were accepted drafts",
+            stats.accepted
+        );
+        assert!(
+            stats.accepted_by_depth.len() >= 6 && stats.accepted_by_depth[5] > 0,
+            "seed {seed}: accepted by depth {:?}",
+            stats.accepted_by_depth
+        );
+        assert!(
+            stats.accepted_off_column * 2 >= stats.accepted,
+            "seed {seed}: {} of {} accepted nodes off their column",
+            stats.accepted_off_column,
+            stats.accepted
+        );
+    }
+}
+
+/// Negative controls: each deliberate fault makes the lossless comparison fail (the output
+/// differs from AR's), with the same oracle drafts under which the faultless run equals AR.
+#[test]
+fn each_fault_breaks_the_equality_with_ar() {
+    let model = tiny("llama-mha", true);
+    let heads = random_heads(&model, 5);
+    let greedy = SamplingConfig {
+        penalty: 3.0,
+        penalty_window: 8,
+        ..SamplingConfig::greedy()
+    };
+    let faults = [
+        (
+            "one penalty window per step",
+            greedy.clone(),
+            Faults {
+                one_window_per_step: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "penalty on the root row only",
+            greedy.clone(),
+            Faults {
+                penalty_on_root_only: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "a changed random-number order",
+            sampled(3),
+            Faults {
+                extra_uniform: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "a wrong keep index",
+            greedy.clone(),
+            Faults {
+                keep_next_node: true,
+                ..Faults::default()
+            },
+        ),
+    ];
+    for (what, s, fault) in faults {
+        let mut broke = 0;
+        for seed in 0..3 {
+            let p = prompt(24, 10 + seed, 64);
+            let want = ar(&model, &p, 80, &s);
+            let cfg = TokenSwiftConfig {
+                kv_budget: 24,
+                ..TokenSwiftConfig::default()
+            };
+            let (clean, ..) = ts_with(
+                &model,
+                &heads,
+                &p,
+                80,
+                &s,
+                &cfg,
+                oracle(p.len(), want.clone(), 6, 64),
+            );
+            assert_eq!(
+                clean, want,
+                "{what}: the faultless run must equal AR (prompt {seed})"
+            );
+            let cfg = TokenSwiftConfig {
+                faults: fault,
+                ..cfg
+            };
+            let (got, ..) = ts_with(
+                &model,
+                &heads,
+                &p,
+                80,
+                &s,
+                &cfg,
+                oracle(p.len(), want.clone(), 6, 64),
+            );
+            broke += usize::from(got != want);
+        }
+        assert_eq!(
+            broke,
+            3,
+            "{what}: the fault went unnoticed in {} of 3 prompts",
+            3 - broke
+        );
+    }
+}
+
+/// Same seed, same output, for the planner's modes: the default (`auto` everything), a draft
+/// vocabulary, and n-gram-only steps (no heads at all).
+#[test]
+fn auto_modes_equal_ar_with_the_same_seed() {
+    let model = tiny("llama-mha", true);
+    let heads = random_heads(&model, 6);
+    let no_heads = DraftHeads::init_for(&model, 0, model.device());
+    let p = prompt(40, 12, 64);
+    let ranking = tokenswift_infer::heads::rank_tokens([p.as_slice()], 64, 64);
+    for seed in 0..4 {
+        let s = sampled(seed);
+        let want = ar(&model, &p, 100, &s);
+        for (what, h, cfg) in [
+            ("auto", &heads, TokenSwiftConfig::default()),
+            (
+                "draft vocabulary",
+                &heads,
+                TokenSwiftConfig {
+                    draft_vocab: Some(ranking[..8].to_vec()),
+                    ..TokenSwiftConfig::default()
+                },
+            ),
+            (
+                "n-grams only, unlagged",
+                &no_heads,
+                TokenSwiftConfig {
+                    ngram_lag: NgramLag::Tokens(0),
+                    ..TokenSwiftConfig::default()
+                },
+            ),
+        ] {
+            let cfg = TokenSwiftConfig {
+                kv_budget: 24,
+                ..cfg
+            };
+            let (got, stats) = ts(&model, h, &p, 100, &s, &cfg);
+            assert_eq!(got, want, "{what}, seed {seed}");
+            if what.starts_with("n-grams") {
+                assert_eq!(stats.heads_steps + stats.separate_steps, 0);
+            }
+        }
+    }
+}
+
+/// With `stop_at_eos`, an end-of-sequence token accepted in the middle of a drafted path ends the
+/// output right there (sampled, same seed as AR); without it, EOS is an ordinary token.
+#[test]
+fn eos_accepted_mid_path_stops_a_sampled_run() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/tiny-llama-mha");
+    let base = tiny("llama-mha", true);
+    let heads = random_heads(&base, 7);
+    let p = prompt(20, 6, 64);
+    let s = sampled(5);
+    let plain = ar(&base, &p, 60, &s);
+    // EOS := a token whose first occurrence in the output is at index ≥ 8.
+    let (at, eos) = plain
+        .iter()
+        .enumerate()
+        .find(|&(i, t)| i >= 8 && !plain[..i].contains(t))
+        .map(|(i, &t)| (i, t))
+        .expect("a fresh token after index 8");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    for f in ["config.json", "generation_config.json"] {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join(f)).unwrap()).unwrap();
+        v["eos_token_id"] = serde_json::json!(eos);
+        std::fs::write(dir.path().join(f), v.to_string()).unwrap();
+    }
+    let model = Model::load(dir.path(), &Device::flex(), DType::F32).unwrap();
+    assert_eq!(model.config().eos_token_ids, vec![eos]);
+    let cfg = TokenSwiftConfig {
+        kv_budget: 24,
+        stop_at_eos: true,
+        ..TokenSwiftConfig::default()
+    };
+    let (got, stats, steps) = ts_with(
+        &model,
+        &heads,
+        &p,
+        60,
+        &s,
+        &cfg,
+        oracle(p.len(), plain.clone(), 6, 64),
+    );
+    assert_eq!(got, plain[..=at].to_vec());
+    assert!(stats.stopped_at_eos);
+    let (tokens, accepted) = steps.last().unwrap();
+    let i = tokens.iter().position(|&t| t == eos).unwrap();
+    assert!(
+        i < *accepted,
+        "EOS was the bonus token, not an accepted draft: {tokens:?} ({accepted} accepted)"
+    );
+    // Without stop_at_eos the run goes on, still equal to AR.
+    let cfg = TokenSwiftConfig {
+        stop_at_eos: false,
+        ..cfg
+    };
+    let (got, ..) = ts_with(
+        &model,
+        &heads,
+        &p,
+        60,
+        &s,
+        &cfg,
+        oracle(p.len(), plain.clone(), 6, 64),
+    );
+    assert_eq!(got, plain);
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use tokenswift_infer::cli_support::{TokenSwiftArgs, peak_rss_mib};
-use tokenswift_infer::decoding::engine::{TokenSwiftConfig, TokenSwiftStats, generate_tokenswift};
+use tokenswift_infer::decoding::session::{TokenSwiftConfig, TokenSwiftStats, generate_tokenswift};
 use tokenswift_infer::generate::{GenerationStats, generate_ar};
 use tokenswift_infer::heads::DraftHeads;
 use tokenswift_infer::model::Model;
@@ -84,7 +84,7 @@ fn print_ar_stats(stats: &GenerationStats) {
 fn print_ts_stats(s: &TokenSwiftStats) {
     let d = s.decode_time.as_secs_f64().max(1e-9);
     eprintln!(
-        "TokenSwift: prompt {} tokens, prefill {:.2} s; generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}\n  acceptance α {:.3} ({} of {} drafted), {:.2} tokens/step over {} steps, n-gram share of accepted {:.1} %, {:.1} nodes verified/step, tree {:?}, draft vocabulary {} tokens\n  time: draft {:.0} %, verify {:.0} %, update {:.0} %; partial-cache selections {}; peak memory {:.0} MiB",
+        "TokenSwift: prompt {} tokens, prefill {:.2} s; generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}\n  acceptance α {:.3} ({} of {} drafted), {:.2} tokens/step over {} steps ({} plain AR steps, {} with heads, {} with the separate pass), n-gram share of accepted {:.1} %, {:.1} nodes verified/step, draft vocabulary {} tokens\n  time: draft {:.0} %, verify {:.0} %, accept+update {:.0} %; partial-cache selections {}; peak memory {:.0} MiB",
         s.prompt_tokens,
         s.prefill_time.as_secs_f64(),
         s.generated_tokens,
@@ -101,14 +101,16 @@ fn print_ts_stats(s: &TokenSwiftStats) {
         s.proposed,
         s.tokens_per_step(),
         s.steps,
+        s.ar_steps,
+        s.heads_steps,
+        s.separate_steps,
         100.0 * s.ngram_share(),
         s.verified_nodes as f64 / s.steps.max(1) as f64,
-        s.last_tree,
         s.draft_vocab,
         100.0 * s.draft_time.as_secs_f64() / d,
         100.0 * s.verify_time.as_secs_f64() / d,
         100.0 * s.update_time.as_secs_f64() / d,
-        s.selections,
+        s.partial_selections,
         peak_rss_mib(),
     );
 }

@@ -1,11 +1,13 @@
-//! Building blocks of TokenSwift decoding that need no model: the candidate trie, the acceptance
-//! walk, the n-gram table and the partial-cache slot bookkeeping. Pure functions over small structs, tested by hand-computed cases.
-//! The driver (draft, verify, partial cache) builds on them.
+//! TokenSwift decoding (SPEC §2–§4): the session that drives a generation, the planner that
+//! chooses each step's shape, and the model-free pieces they use — the candidate trie, the
+//! acceptance walk, the n-gram tables and the partial-cache slot bookkeeping (pure functions over
+//! small structs, tested by hand-computed cases). Only `session` and `partial_cache` touch the
+//! model.
 
 pub mod accept;
-pub mod engine;
 pub mod ngram;
 pub mod partial;
 pub mod partial_cache;
-pub mod tree;
+pub mod planner;
+pub mod session;
 pub mod trie;

@@ -46,6 +46,13 @@ impl CandidateTrie {
         if let Some(c) = self.child_with(node, token) {
             return c;
         }
+        self.push_child(node, token)
+    }
+
+    /// Appends `token` as a new child of `node` (the caller guarantees no sibling carries it);
+    /// returns its index.
+    pub fn push_child(&mut self, node: usize, token: u32) -> usize {
+        debug_assert!(self.child_with(node, token).is_none());
         let id = self.tokens.len();
         self.tokens.push(token);
         self.parent.push(Some(node));

@@ -1,0 +1,1032 @@
+//! The step planner: what each TokenSwift step drafts and how many candidates it verifies.
+//!
+//! Any step shape is lossless (every emitted token is a target draw at its node), so the planner
+//! is free to choose per step, and it chooses by measurement:
+//!
+//! - **Candidates with calibrated probabilities.** Every draft source (the n-gram tables, the
+//!   heads on the last verified hidden state, the paper's separate draft pass) proposes tokens
+//!   below the root, each tagged with a *bucket* describing its evidence (context length and
+//!   count of an n-gram, rank and draft probability of a head's token). A [`Calibration`] turns
+//!   buckets into acceptance probabilities, measured on this run's own output.
+//! - **Exact shadow scoring.** The output does not depend on the drafts (it is the AR output for
+//!   the seed), so the acceptance of *any* proposal, verified or not, is known once the output
+//!   has been emitted: walk the proposal along the emitted tokens. Every proposal is scored this
+//!   way, so the statistics are never censored by the shapes the planner happened to pick.
+//! - **A measured cost curve.** [`CostModel`] keeps the wall time of a step as a function of the
+//!   number of verified nodes (an exponential average per node count).
+//! - **Choosing.** The best prefix of candidates by path probability maximises expected tokens
+//!   per second; zero candidates is a plain AR step. Sources that cost time (heads, the separate
+//!   pass) are switched on and off by their measured gain, with exploration and hysteresis.
+//!
+//! Fixed trees (`--tree 1,3,3,3`) bypass all of this and verify the whole tree every step, as
+//! the paper does.
+
+use crate::error::{InferError, Result};
+
+use super::ngram::Support;
+
+/// How the heads' draft distributions are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftMode {
+    /// Chosen per step by measured gain: no heads, the heads on the verify pass's hidden state,
+    /// or the separate pass.
+    Auto,
+    /// The paper's extra base pass over the partial cache, plus the heads: K + 1 depths.
+    Separate,
+    /// The heads on the verify pass's hidden state at the last accepted node (Medusa-style): no
+    /// extra pass, K depths.
+    Fused,
+}
+
+/// The tree setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeChoice {
+    /// A fixed arity per depth, verified whole every step (the paper's `1,3,3,3`).
+    Fixed(Vec<usize>),
+    /// The planner's per-step choice.
+    Auto,
+}
+
+impl TreeChoice {
+    /// Parses `auto` or comma-separated arities such as `1,3,3,3`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(TreeChoice::Auto);
+        }
+        let arity: std::result::Result<Vec<usize>, _> =
+            s.split(',').map(|p| p.trim().parse::<usize>()).collect();
+        match arity {
+            Ok(a) if !a.is_empty() && a.iter().all(|&x| (1..=16).contains(&x)) => {
+                Ok(TreeChoice::Fixed(a))
+            }
+            _ => Err(format!(
+                "`{s}` is not a tree: give `auto` or comma-separated arities between 1 and 16, e.g. 1,3,3,3"
+            )),
+        }
+    }
+}
+
+/// How far behind the emitted text the n-gram tables are fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NgramLag {
+    /// The paper's: one penalty window (recently penalised n-grams are not proposed).
+    Paper,
+    /// This many tokens (0: every emitted token at once).
+    Tokens(usize),
+    /// Both the unlagged and the paper-lagged tables, chosen by measured acceptance.
+    Auto,
+}
+
+impl NgramLag {
+    /// Parses `paper`, `auto` or a number of tokens.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "paper" => Ok(NgramLag::Paper),
+            "auto" => Ok(NgramLag::Auto),
+            t => t.parse::<usize>().map(NgramLag::Tokens).map_err(|_| {
+                format!("`{s}` is not an n-gram lag: give `paper`, `auto` or a number of tokens")
+            }),
+        }
+    }
+
+    /// The lags of the tables to keep, for a penalty window of `window` tokens.
+    pub fn lags(self, window: usize) -> Vec<usize> {
+        match self {
+            NgramLag::Paper => vec![window],
+            NgramLag::Tokens(n) => vec![n],
+            NgramLag::Auto if window == 0 => vec![0],
+            NgramLag::Auto => vec![0, window],
+        }
+    }
+}
+
+/// Nodes of a draft tree with these arities per depth, the root included (`[1, 3, 3, 3]` → 41).
+pub fn nodes_of(arity: &[usize]) -> usize {
+    let mut total = 1;
+    let mut level = 1;
+    for &a in arity {
+        level *= a;
+        total += level;
+    }
+    total
+}
+
+/// Where a candidate token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An n-gram table; `lagged` when it is fed one lag behind (the paper's), else at once.
+    Ngram { lagged: bool },
+    /// The heads on the last verified hidden state.
+    Heads,
+    /// The separate pass: its base row (depth 1) and the heads on it (depths 2+).
+    Separate,
+    /// A caller-supplied drafter ([`crate::decoding::session::Session::set_external_drafter`]),
+    /// trusted with probability 1 and never calibrated.
+    External,
+}
+
+impl Source {
+    fn bit(self) -> u8 {
+        match self {
+            Source::Ngram { lagged: false } => 1,
+            Source::Ngram { lagged: true } => 2,
+            Source::Heads => 4,
+            Source::Separate => 8,
+            Source::External => 16,
+        }
+    }
+}
+
+/// Bit mask of sources.
+pub const NGRAM_SOURCES: u8 = 1 | 2;
+pub const HEADS_SOURCE: u8 = 4;
+pub const SEPARATE_SOURCE: u8 = 8;
+
+/// Calibration buckets (see [`Calibration`]).
+pub mod bucket {
+    use super::Support;
+
+    const NGRAM: usize = 2 * 3 * 5 * 4;
+    const PAPER: usize = 2 * 8;
+    /// Kinds of model-based proposals: fused heads, separate base row, separate heads.
+    pub const FUSED_HEADS: usize = 0;
+    pub const SEPARATE_BASE: usize = 1;
+    pub const SEPARATE_HEADS: usize = 2;
+    const MODEL: usize = 3 * 4 * 4 * 6;
+    pub const COUNT: usize = NGRAM + PAPER + MODEL;
+
+    /// A token of a context-table draft: which table, the matched context length, the count of
+    /// the token after that context and the ratio of it to all continuations.
+    pub fn ngram(lagged: bool, s: Support) -> u16 {
+        let c = (s.context.clamp(1, 3) - 1) as usize;
+        let cb = match s.count {
+            0 | 1 => 0,
+            2 => 1,
+            3..=4 => 2,
+            5..=8 => 3,
+            _ => 4,
+        };
+        let r = f64::from(s.count) / f64::from(s.total.max(1));
+        let rb = if r < 0.34 {
+            0
+        } else if r < 0.67 {
+            1
+        } else if r < 0.9 {
+            2
+        } else {
+            3
+        };
+        ((usize::from(lagged) * 60) + (c * 5 + cb) * 4 + rb) as u16
+    }
+
+    /// A token at `depth` (1-based) of a paper n-gram chain.
+    pub fn paper_chain(lagged: bool, depth: usize) -> u16 {
+        (NGRAM + usize::from(lagged) * 8 + depth.clamp(1, 8) - 1) as u16
+    }
+
+    /// A model-proposed token: `kind` (above), depth (1-based), rank among the proposals at that
+    /// depth (0 = most likely) and its draft probability.
+    pub fn model(kind: usize, depth: usize, rank: usize, prob: f32) -> u16 {
+        let pb = if prob < 0.1 {
+            0
+        } else if prob < 0.25 {
+            1
+        } else if prob < 0.5 {
+            2
+        } else if prob < 0.75 {
+            3
+        } else if prob < 0.9 {
+            4
+        } else {
+            5
+        };
+        let i = ((kind * 4 + depth.clamp(1, 4) - 1) * 4 + rank.min(3)) * 6 + pb;
+        (NGRAM + PAPER + i) as u16
+    }
+}
+
+/// Acceptance probability per bucket, measured: hits / trials with a weak prior (1 in 4), and old
+/// evidence halved once a bucket has many trials, so it follows the text as it changes.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    hits: Vec<f32>,
+    trials: Vec<f32>,
+}
+
+const PRIOR_HITS: f32 = 0.5;
+const PRIOR_TRIALS: f32 = 2.0;
+const CALIBRATION_MEMORY: f32 = 400.0;
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Self {
+            hits: vec![0.0; bucket::COUNT],
+            trials: vec![0.0; bucket::COUNT],
+        }
+    }
+}
+
+impl Calibration {
+    /// The probability that a token of bucket `b` is accepted (given its parent was).
+    pub fn p(&self, b: u16) -> f32 {
+        let b = b as usize;
+        (self.hits[b] + PRIOR_HITS) / (self.trials[b] + PRIOR_TRIALS)
+    }
+
+    pub fn record(&mut self, b: u16, hit: bool) {
+        let b = b as usize;
+        self.trials[b] += 1.0;
+        if hit {
+            self.hits[b] += 1.0;
+        }
+        if self.trials[b] > CALIBRATION_MEMORY {
+            self.trials[b] *= 0.5;
+            self.hits[b] *= 0.5;
+        }
+    }
+
+    /// Trials recorded for bucket `b` (decayed).
+    pub fn trials(&self, b: u16) -> f32 {
+        self.trials[b as usize]
+    }
+}
+
+/// One proposed token below the root.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Index of the parent candidate (0 = the root).
+    pub parent: usize,
+    pub token: u32,
+    pub depth: usize,
+    /// Acceptance probability given the parent was accepted (the best over its sources).
+    pub p: f32,
+    /// Bit mask of the sources that proposed it.
+    pub sources: u8,
+    buckets: [u16; 4],
+    n_buckets: u8,
+}
+
+/// The candidate tokens of one step, as a trie below the root (index 0), parents before
+/// children; identical (parent, token) proposals from several sources are one node.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    nodes: Vec<Candidate>,
+}
+
+impl Candidates {
+    pub fn new(root: u32) -> Self {
+        Self {
+            nodes: vec![Candidate {
+                parent: 0,
+                token: root,
+                depth: 0,
+                p: 1.0,
+                sources: 0,
+                buckets: [0; 4],
+                n_buckets: 0,
+            }],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() == 1
+    }
+
+    pub fn nodes(&self) -> &[Candidate] {
+        &self.nodes
+    }
+
+    fn child(&self, parent: usize, token: u32) -> Option<usize> {
+        (parent + 1..self.nodes.len())
+            .find(|&i| self.nodes[i].parent == parent && self.nodes[i].token == token)
+    }
+
+    /// Adds (or merges) `token` below `parent` with acceptance probability `p`; returns its index.
+    pub fn add(
+        &mut self,
+        parent: usize,
+        token: u32,
+        p: f32,
+        source: Source,
+        bucket: Option<u16>,
+    ) -> usize {
+        let i = match self.child(parent, token) {
+            Some(i) => {
+                let n = &mut self.nodes[i];
+                n.p = n.p.max(p);
+                i
+            }
+            None => {
+                let depth = self.nodes[parent].depth + 1;
+                self.nodes.push(Candidate {
+                    parent,
+                    token,
+                    depth,
+                    p,
+                    sources: 0,
+                    buckets: [0; 4],
+                    n_buckets: 0,
+                });
+                self.nodes.len() - 1
+            }
+        };
+        let n = &mut self.nodes[i];
+        n.sources |= source.bit();
+        if let Some(b) = bucket
+            && (n.n_buckets as usize) < n.buckets.len()
+            && !n.buckets[..n.n_buckets as usize].contains(&b)
+        {
+            n.buckets[n.n_buckets as usize] = b;
+            n.n_buckets += 1;
+        }
+        i
+    }
+
+    /// Adds the chain `tokens` below the root, token `i` with probability `ps[i]` and bucket
+    /// `buckets[i]`.
+    pub fn add_chain(
+        &mut self,
+        tokens: &[u32],
+        ps: &[f32],
+        buckets: &[Option<u16>],
+        source: Source,
+    ) {
+        let mut node = 0;
+        for (i, &t) in tokens.iter().enumerate() {
+            node = self.add(node, t, ps[i], source, buckets[i]);
+        }
+    }
+
+    /// A Medusa-style cartesian tree below `from` (the root, or a separate pass's depth-1 node):
+    /// depth `d + 1` (relative) holds, under every node of depth `d`, the first `arity[d]` of
+    /// `choices[d]` (token, probability, bucket).
+    pub fn add_cartesian(
+        &mut self,
+        from: &[usize],
+        choices: &[Vec<(u32, f32, Option<u16>)>],
+        arity: &[usize],
+        source: Source,
+    ) {
+        let mut frontier = from.to_vec();
+        for (d, &a) in arity.iter().enumerate() {
+            let Some(level) = choices.get(d) else { break };
+            let mut next = Vec::with_capacity(frontier.len() * a);
+            for &node in &frontier {
+                for &(t, p, b) in level.iter().take(a) {
+                    next.push(self.add(node, t, p, source, b));
+                }
+            }
+            frontier = next;
+        }
+    }
+
+    /// Probability that the actual output follows the path to each node (the product of the
+    /// conditional probabilities along it).
+    fn path_probabilities(&self) -> Vec<f32> {
+        let mut pp = vec![1f32; self.nodes.len()];
+        for i in 1..self.nodes.len() {
+            pp[i] = pp[self.nodes[i].parent] * self.nodes[i].p;
+        }
+        pp
+    }
+
+    /// The candidates (root excluded) in the order a planner adds them: by path probability,
+    /// parents before children, among those whose sources intersect `mask`.
+    fn ranked(&self, mask: u8) -> (Vec<usize>, Vec<f32>) {
+        let pp = self.path_probabilities();
+        let mut keep = vec![false; self.nodes.len()];
+        keep[0] = true;
+        for i in 1..self.nodes.len() {
+            keep[i] = keep[self.nodes[i].parent] && self.nodes[i].sources & mask != 0;
+        }
+        let mut order: Vec<usize> = (1..self.nodes.len()).filter(|&i| keep[i]).collect();
+        // A child's path probability never exceeds its parent's; the depth breaks ties so
+        // parents still come first.
+        order.sort_by(|&a, &b| {
+            pp[b]
+                .total_cmp(&pp[a])
+                .then(self.nodes[a].depth.cmp(&self.nodes[b].depth))
+                .then(a.cmp(&b))
+        });
+        (order, pp)
+    }
+
+    /// The best set of candidates to verify: the prefix of the ranked candidates (sources in
+    /// `mask`, at most `max_nodes`) that maximises expected emitted tokens (1 + the sum of the
+    /// path probabilities) per `cost(verified nodes, root included)`. Returns the chosen nodes,
+    /// parents first, and the expected tokens per second of the choice.
+    pub fn select(
+        &self,
+        mask: u8,
+        max_nodes: usize,
+        cost: &dyn Fn(usize) -> f64,
+    ) -> (Vec<usize>, f64) {
+        let (order, pp) = self.ranked(mask);
+        let mut best = (0usize, 1.0 / cost(1).max(1e-12));
+        let mut expected = 1.0f64;
+        for (n, &i) in order.iter().take(max_nodes).enumerate() {
+            expected += f64::from(pp[i]);
+            let rate = expected / cost(n + 2).max(1e-12);
+            if rate > best.1 {
+                best = (n + 1, rate);
+            }
+        }
+        let mut chosen = order[..best.0].to_vec();
+        chosen.sort_unstable();
+        (chosen, best.1)
+    }
+
+    /// Every candidate whose sources intersect `mask` (and whose ancestors' do), parents first.
+    pub fn all(&self, mask: u8) -> Vec<usize> {
+        let mut keep = vec![false; self.nodes.len()];
+        keep[0] = true;
+        (1..self.nodes.len())
+            .filter(|&i| {
+                keep[i] = keep[self.nodes[i].parent] && self.nodes[i].sources & mask != 0;
+                keep[i]
+            })
+            .collect()
+    }
+}
+
+/// A step's candidates waiting for the output that scores them.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    cands: Candidates,
+    /// Index in the output stream of the first token after the root.
+    start: usize,
+    node: usize,
+    matched: usize,
+}
+
+impl Pending {
+    pub fn new(cands: Candidates, start: usize) -> Self {
+        Self {
+            cands,
+            start,
+            node: 0,
+            matched: 0,
+        }
+    }
+
+    /// Walks the candidates along `stream` (every token emitted so far), recording one trial per
+    /// candidate whose parent the output reached. Returns `true` once finished (the output left
+    /// the candidates), `false` if it needs more output.
+    pub fn resolve(&mut self, stream: &[u32], calib: &mut Calibration) -> bool {
+        loop {
+            let Some(&actual) = stream.get(self.start + self.matched) else {
+                return false;
+            };
+            let c = &self.cands.nodes;
+            let mut next = None;
+            for (i, n) in c.iter().enumerate().skip(self.node + 1) {
+                if n.parent != self.node || n.depth != self.matched + 1 {
+                    continue;
+                }
+                let hit = n.token == actual;
+                for &b in &n.buckets[..n.n_buckets as usize] {
+                    calib.record(b, hit);
+                }
+                if hit {
+                    next = Some(i);
+                }
+            }
+            match next {
+                Some(i) => {
+                    self.node = i;
+                    self.matched += 1;
+                }
+                None => return true,
+            }
+        }
+    }
+}
+
+/// Wall time of a step as a function of the number of verified nodes (root included): an
+/// exponential average per node count, interpolated between measured counts, and extrapolated
+/// optimistically beyond them (so wider verifies get tried and measured).
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    secs: Vec<f64>,
+    seen: Vec<bool>,
+}
+
+/// Weight of a new measurement in the average.
+const COST_ALPHA: f64 = 0.1;
+/// Assumed extra cost per node beyond the widest measured verify, relative to one node.
+const COST_PRIOR_SLOPE: f64 = 0.03;
+
+impl CostModel {
+    pub fn new(max_nodes: usize) -> Self {
+        Self {
+            secs: vec![0.0; max_nodes + 2],
+            seen: vec![false; max_nodes + 2],
+        }
+    }
+
+    /// Records that a step verifying `q` nodes took `secs`.
+    pub fn observe(&mut self, q: usize, secs: f64) {
+        let q = q.min(self.secs.len() - 1);
+        if self.seen[q] {
+            self.secs[q] += COST_ALPHA * (secs - self.secs[q]);
+        } else {
+            self.secs[q] = secs;
+            self.seen[q] = true;
+        }
+    }
+
+    pub fn is_measured(&self, q: usize) -> bool {
+        self.seen.get(q).copied().unwrap_or(false)
+    }
+
+    /// Estimated seconds of a step verifying `q` nodes (1 when nothing is measured yet).
+    pub fn cost(&self, q: usize) -> f64 {
+        let q = q.clamp(1, self.secs.len() - 1);
+        if self.seen[q] {
+            return self.secs[q];
+        }
+        let below = (1..q).rev().find(|&i| self.seen[i]);
+        let above = (q + 1..self.secs.len()).find(|&i| self.seen[i]);
+        match (below, above) {
+            (Some(a), Some(b)) => {
+                let t = (q - a) as f64 / (b - a) as f64;
+                self.secs[a] + t * (self.secs[b] - self.secs[a])
+            }
+            (Some(a), None) => {
+                let unit = self.secs[(1..=a).find(|&i| self.seen[i]).unwrap_or(a)];
+                self.secs[a] + COST_PRIOR_SLOPE * unit * (q - a) as f64
+            }
+            (None, Some(b)) => self.secs[b],
+            (None, None) => 1.0,
+        }
+    }
+}
+
+/// Which costly sources a step computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourcePlan {
+    /// The heads on the last verified hidden state.
+    pub heads: bool,
+    /// The separate draft pass (base row + heads).
+    pub separate: bool,
+}
+
+/// A costly source's on/off state, driven by its measured gain.
+#[derive(Debug, Clone)]
+struct Switch {
+    on: bool,
+    /// Exponential average of the relative gain in expected tokens per second when computed.
+    gain: f64,
+    /// Exponential average of its time per step, seconds.
+    time: f64,
+    timed: bool,
+    /// Steps until the next exploration while off, and the current interval.
+    countdown: usize,
+    interval: usize,
+    min_interval: usize,
+}
+
+const GAIN_ALPHA: f64 = 0.1;
+/// Hysteresis: switch on above this relative gain, off below its negative.
+const GAIN_MARGIN: f64 = 0.01;
+const MAX_EXPLORE_INTERVAL: usize = 256;
+
+impl Switch {
+    fn new(on: bool, min_interval: usize) -> Self {
+        Self {
+            on,
+            gain: 0.0,
+            time: 0.0,
+            timed: false,
+            countdown: min_interval,
+            interval: min_interval,
+            min_interval,
+        }
+    }
+
+    /// Whether to compute the source this step: always while on; while off, once every
+    /// `interval` steps, the interval doubling after each look (up to a limit).
+    fn wanted(&mut self) -> bool {
+        if self.on {
+            return true;
+        }
+        if self.countdown > 1 {
+            self.countdown -= 1;
+            return false;
+        }
+        self.countdown = self.interval;
+        self.interval = (self.interval * 2).min(MAX_EXPLORE_INTERVAL);
+        true
+    }
+
+    fn observe_time(&mut self, secs: f64) {
+        if self.timed {
+            self.time += 0.2 * (secs - self.time);
+        } else {
+            self.time = secs;
+            self.timed = true;
+        }
+    }
+
+    fn observe_gain(&mut self, gain: f64) {
+        // Explorations while off are rare, so each weighs more.
+        let alpha = if self.on { GAIN_ALPHA } else { 0.5 };
+        self.gain += alpha * (gain - self.gain);
+        if self.on && self.gain < -GAIN_MARGIN {
+            self.on = false;
+            self.interval = self.min_interval;
+            self.countdown = self.min_interval;
+        } else if !self.on && self.gain > GAIN_MARGIN {
+            self.on = true;
+        }
+    }
+}
+
+/// The planner's settings.
+#[derive(Debug, Clone)]
+pub struct PlannerConfig {
+    pub tree: TreeChoice,
+    pub draft: DraftMode,
+    /// Draft heads available (K).
+    pub heads: usize,
+}
+
+/// Most nodes an `auto` step verifies (root excluded).
+pub const AUTO_MAX_NODES: usize = 31;
+/// Arity of the heads' candidates offered to an `auto` step, per depth.
+pub const AUTO_HEADS_ARITY: [usize; 4] = [3, 2, 2, 1];
+
+/// The per-step planner (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Planner {
+    tree: TreeChoice,
+    /// The draft mode actually used (`Auto` only with an auto tree).
+    draft: DraftMode,
+    pub calibration: Calibration,
+    pub costs: CostModel,
+    heads: Switch,
+    separate: Switch,
+    pending: Vec<Pending>,
+}
+
+impl Planner {
+    pub fn new(cfg: &PlannerConfig) -> Result<Self> {
+        let k = cfg.heads;
+        let draft = match (&cfg.tree, cfg.draft) {
+            // A fixed tree needs a fixed source: separate when the tree uses its extra depth.
+            (TreeChoice::Fixed(a), DraftMode::Auto) => {
+                if a.len() > k {
+                    DraftMode::Separate
+                } else {
+                    DraftMode::Fused
+                }
+            }
+            (_, d) => d,
+        };
+        if let TreeChoice::Fixed(a) = &cfg.tree {
+            let max_depth = match draft {
+                DraftMode::Fused => k,
+                _ => k + 1,
+            };
+            if a.len() > max_depth {
+                return Err(InferError::Context(format!(
+                    "--tree has {} levels but {k} heads give at most {max_depth} in {} mode",
+                    a.len(),
+                    if draft == DraftMode::Separate {
+                        "separate"
+                    } else {
+                        "fused"
+                    }
+                )));
+            }
+        }
+        if k == 0 && draft != DraftMode::Auto {
+            return Err(InferError::Context(
+                "the draft heads are empty: a fixed --draft needs at least one head".into(),
+            ));
+        }
+        Ok(Self {
+            tree: cfg.tree.clone(),
+            draft,
+            calibration: Calibration::default(),
+            costs: CostModel::new(AUTO_MAX_NODES.max(64)),
+            // Heads are cheap to try and explored often; the separate pass costs about a whole
+            // forward pass, so it is explored rarely.
+            heads: Switch::new(k > 0 && draft == DraftMode::Fused, 4),
+            separate: Switch::new(k > 0 && draft == DraftMode::Separate, 32),
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn tree(&self) -> &TreeChoice {
+        &self.tree
+    }
+
+    /// The draft mode in use (`Auto`: chosen per step).
+    pub fn draft(&self) -> DraftMode {
+        self.draft
+    }
+
+    /// Most nodes (root included) a step may verify, n-gram chains excluded for fixed trees.
+    pub fn max_tree_nodes(&self) -> usize {
+        match &self.tree {
+            TreeChoice::Fixed(a) => nodes_of(a),
+            TreeChoice::Auto => AUTO_MAX_NODES + 1,
+        }
+    }
+
+    /// Which costly sources this step computes.
+    pub fn sources(&mut self, heads_available: bool) -> SourcePlan {
+        match self.draft {
+            DraftMode::Separate => SourcePlan {
+                heads: false,
+                separate: true,
+            },
+            DraftMode::Fused => SourcePlan {
+                heads: true,
+                separate: false,
+            },
+            DraftMode::Auto if !heads_available => SourcePlan::default(),
+            DraftMode::Auto => {
+                let separate = self.separate.wanted();
+                SourcePlan {
+                    // While the separate pass is on it supersedes the fused heads.
+                    heads: (!self.separate.on || !separate) && self.heads.wanted(),
+                    separate,
+                }
+            }
+        }
+    }
+
+    /// The candidates to verify this step (indices into `cands`, parents first). For an auto
+    /// tree also updates the measured gain of each costly source computed this step.
+    pub fn select(
+        &mut self,
+        cands: &Candidates,
+        plan: SourcePlan,
+        times: SourceTimes,
+    ) -> Vec<usize> {
+        if let Some(t) = times.heads {
+            self.heads.observe_time(t);
+        }
+        if let Some(t) = times.separate {
+            self.separate.observe_time(t);
+        }
+        if let TreeChoice::Fixed(_) = self.tree {
+            return cands.all(u8::MAX);
+        }
+        let costs = &self.costs;
+        let cost = |q: usize| costs.cost(q);
+        let (chosen, rate) = cands.select(u8::MAX, AUTO_MAX_NODES, &cost);
+        if self.draft == DraftMode::Auto {
+            // Gain of each computed source: the best rate with its candidates, its own time
+            // included, against the best rate without them.
+            let verify = cost(chosen.len() + 1);
+            for (on, mask, switch) in [
+                (plan.heads, HEADS_SOURCE, &mut self.heads),
+                (plan.separate, SEPARATE_SOURCE, &mut self.separate),
+            ] {
+                if !on {
+                    continue;
+                }
+                let (_, without) = cands.select(!mask, AUTO_MAX_NODES, &cost);
+                let with = rate * verify / (verify + switch.time);
+                switch.observe_gain(with / without.max(1e-12) - 1.0);
+            }
+        }
+        chosen
+    }
+
+    /// Records a finished step: `q` verified nodes (root included) took `secs` of wall time
+    /// (costly sources excluded), and its candidates await scoring against the output.
+    pub fn observe_step(&mut self, q: usize, secs: f64, cands: Candidates, start: usize) {
+        self.costs.observe(q, secs);
+        if !cands.is_empty() {
+            self.pending.push(Pending::new(cands, start));
+        }
+    }
+
+    /// Scores pending candidates against the output so far (`stream`: prompt + generated).
+    pub fn score(&mut self, stream: &[u32]) {
+        let calib = &mut self.calibration;
+        self.pending.retain_mut(|p| !p.resolve(stream, calib));
+    }
+
+    /// A human-readable summary of what the planner has measured: the step cost by verified
+    /// nodes, the costly sources' state, and the calibrated acceptance of the busiest buckets.
+    pub fn summary(&self) -> String {
+        let mut s = String::from("step cost by verified nodes (ms, measured *):");
+        for q in 1..=16 {
+            s.push_str(&format!(
+                " {q}:{:.1}{}",
+                1e3 * self.costs.cost(q),
+                if self.costs.is_measured(q) { "*" } else { "" }
+            ));
+        }
+        s.push_str(&format!(
+            "\nheads: {} (gain {:+.3}, {:.2} ms); separate: {} (gain {:+.3}, {:.2} ms)",
+            if self.heads.on { "on" } else { "off" },
+            self.heads.gain,
+            1e3 * self.heads.time,
+            if self.separate.on { "on" } else { "off" },
+            self.separate.gain,
+            1e3 * self.separate.time
+        ));
+        let mut busy: Vec<usize> = (0..bucket::COUNT)
+            .filter(|&b| self.calibration.trials[b] >= 5.0)
+            .collect();
+        busy.sort_by(|&a, &b| self.calibration.trials[b].total_cmp(&self.calibration.trials[a]));
+        s.push_str("\nbusiest buckets (bucket: trials → p):");
+        for b in busy.into_iter().take(24) {
+            s.push_str(&format!(
+                " {b}:{:.0}→{:.2}",
+                self.calibration.trials[b],
+                self.calibration.p(b as u16)
+            ));
+        }
+        s
+    }
+
+    /// Whether the heads / the separate pass are currently switched on (auto draft).
+    pub fn switches(&self) -> (bool, bool) {
+        (self.heads.on, self.separate.on)
+    }
+}
+
+/// Seconds spent this step on costly sources.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceTimes {
+    pub heads: Option<f64>,
+    pub separate: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fixed_trees_auto_and_lags() {
+        assert_eq!(
+            TreeChoice::parse("1,3,3,3"),
+            Ok(TreeChoice::Fixed(vec![1, 3, 3, 3]))
+        );
+        assert_eq!(TreeChoice::parse("auto"), Ok(TreeChoice::Auto));
+        for bad in ["", "1,,3", "0,1", "a", "1,99"] {
+            assert!(TreeChoice::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(nodes_of(&[1, 3, 3, 3]), 41);
+        assert_eq!(NgramLag::parse("paper"), Ok(NgramLag::Paper));
+        assert_eq!(NgramLag::parse("0"), Ok(NgramLag::Tokens(0)));
+        assert_eq!(NgramLag::parse("auto"), Ok(NgramLag::Auto));
+        assert!(NgramLag::parse("-1").is_err());
+        assert_eq!(NgramLag::Auto.lags(1024), vec![0, 1024]);
+        assert_eq!(NgramLag::Paper.lags(1024), vec![1024]);
+    }
+
+    #[test]
+    fn too_deep_trees_are_refused() {
+        let cfg = |draft| PlannerConfig {
+            tree: TreeChoice::Fixed(vec![1, 3, 3, 3]),
+            draft,
+            heads: 3,
+        };
+        assert!(Planner::new(&cfg(DraftMode::Separate)).is_ok());
+        let e = Planner::new(&cfg(DraftMode::Fused))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("at most 3"), "{e}");
+        // `auto` with a fixed tree picks the source the tree's depth needs.
+        assert_eq!(
+            Planner::new(&cfg(DraftMode::Auto)).unwrap().draft(),
+            DraftMode::Separate
+        );
+    }
+
+    fn cost_line(fixed: f64, per_node: f64) -> CostModel {
+        let mut c = CostModel::new(40);
+        for q in 1..=40 {
+            c.observe(q, fixed + per_node * q as f64);
+        }
+        c
+    }
+
+    /// A chain of candidates, each accepted with probability `p` given its parent.
+    fn chain(p: &[f32]) -> Candidates {
+        let mut c = Candidates::new(0);
+        let tokens: Vec<u32> = (1..=p.len() as u32).collect();
+        c.add_chain(&tokens, p, &vec![None; p.len()], Source::External);
+        c
+    }
+
+    /// Scripted costs and acceptances: the planner verifies nothing when drafts are unlikely
+    /// (a plain AR step), a long chain when they are likely and nodes are cheap, and stops
+    /// the chain where the next node costs more than it is expected to return.
+    #[test]
+    fn selection_under_scripted_costs_and_acceptances() {
+        let cheap = cost_line(0.020, 0.0005);
+        let f = |q: usize| cheap.cost(q);
+        // Unlikely drafts: AR.
+        let (n, _) = chain(&[0.01, 0.5, 0.5]).select(u8::MAX, 31, &f);
+        assert!(n.is_empty(), "{n:?}");
+        // Likely drafts and cheap nodes: the whole chain.
+        let (n, _) = chain(&[0.95; 12]).select(u8::MAX, 31, &f);
+        assert_eq!(n.len(), 12);
+        // Expensive nodes (a node costs half a pass): only the near-certain first token pays.
+        let dear = cost_line(0.020, 0.010);
+        let g = |q: usize| dear.cost(q);
+        let (n, _) = chain(&[0.99, 0.3, 0.3]).select(u8::MAX, 31, &g);
+        assert_eq!(n, vec![1]);
+        // The node cap is respected.
+        let (n, _) = chain(&[0.99; 40]).select(u8::MAX, 31, &f);
+        assert_eq!(n.len(), 31);
+    }
+
+    /// Two sources proposing the same token merge into one node with the better probability;
+    /// ranking keeps parents before children.
+    #[test]
+    fn candidates_merge_and_rank_parents_first() {
+        let mut c = Candidates::new(7);
+        c.add_chain(
+            &[1, 2],
+            &[0.5, 1.0],
+            &[Some(3), Some(4)],
+            Source::Ngram { lagged: false },
+        );
+        c.add_chain(&[1, 5], &[0.9, 0.2], &[Some(10), Some(11)], Source::Heads);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.nodes()[1].p, 0.9);
+        assert_eq!(c.nodes()[1].sources, 1 | 4);
+        let (order, pp) = c.ranked(u8::MAX);
+        assert_eq!(order, vec![1, 2, 3]);
+        assert!((pp[2] - 0.9).abs() < 1e-6 && (pp[3] - 0.18).abs() < 1e-6);
+        // Without the heads, token 5 (heads only) is gone and token 1 stays (n-gram too).
+        assert_eq!(c.all(NGRAM_SOURCES), vec![1, 2]);
+    }
+
+    /// Shadow scoring walks the emitted output: every child of a reached node gets one trial,
+    /// a chain waits for output not emitted yet, and buckets learn their rates.
+    #[test]
+    fn shadow_scoring_records_one_trial_per_reached_candidate() {
+        let mut calib = Calibration::default();
+        let mut c = Candidates::new(0);
+        let (a, b, x) = (
+            bucket::model(0, 1, 0, 0.5),
+            bucket::model(0, 2, 0, 0.5),
+            bucket::model(0, 1, 1, 0.5),
+        );
+        c.add_chain(
+            &[10, 11, 12],
+            &[1.0; 3],
+            &[Some(a), Some(b), Some(b)],
+            Source::Heads,
+        );
+        c.add(0, 20, 0.5, Source::Heads, Some(x));
+        // Output after the root: 10, 11 so far.
+        let mut p = Pending::new(c, 5);
+        let stream = [0, 0, 0, 0, 0, 10, 11];
+        assert!(!p.resolve(&stream, &mut calib), "12 is still to come");
+        assert_eq!(
+            (calib.trials(a), calib.trials(x), calib.trials(b)),
+            (1.0, 1.0, 1.0)
+        );
+        // Then 13: the depth-3 candidate missed.
+        let stream = [0, 0, 0, 0, 0, 10, 11, 13];
+        assert!(p.resolve(&stream, &mut calib));
+        assert_eq!(calib.trials(b), 2.0);
+        assert!(calib.p(a) > calib.p(x), "hit vs miss");
+    }
+
+    #[test]
+    fn cost_model_interpolates_and_extrapolates_optimistically() {
+        let mut c = CostModel::new(40);
+        assert_eq!(c.cost(3), 1.0);
+        c.observe(1, 0.02);
+        c.observe(5, 0.03);
+        assert!((c.cost(3) - 0.025).abs() < 1e-9);
+        assert!((c.cost(7) - (0.03 + 2.0 * COST_PRIOR_SLOPE * 0.02)).abs() < 1e-9);
+        c.observe(1, 0.04);
+        assert!((c.cost(1) - 0.022).abs() < 1e-9, "exponential average");
+    }
+
+    /// A costly source whose candidates never pay for its time is switched off, and explored
+    /// again later, less and less often; one that pays is switched on.
+    #[test]
+    fn costly_sources_switch_by_measured_gain() {
+        let mut s = Switch::new(true, 4);
+        for _ in 0..40 {
+            s.observe_gain(-0.2);
+        }
+        assert!(!s.on);
+        let explored: Vec<usize> = (0..64).filter(|_| s.wanted()).collect();
+        assert!(!explored.is_empty() && explored.len() < 8, "{explored:?}");
+        for _ in 0..40 {
+            s.observe_gain(0.3);
+        }
+        assert!(s.on);
+    }
+}
