@@ -7,7 +7,7 @@ fn main() {
     for &(n, k) in &[(1536usize, 576usize), (576, 1536), (49152, 576)] {
         let w: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let p = PackedMatrix::pack(&w, n, k);
-        for &m in &[1usize, 4, 16, 64] {
+        for &m in &[1usize, 2, 4, 6, 8, 12, 16, 24, 64] {
             let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
             let mut y = vec![0f32; m * n];
             let reps = (2_000_000_000 / (2 * m * n * k)).clamp(3, 200);

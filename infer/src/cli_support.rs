@@ -284,6 +284,8 @@ pub enum DraftArg {
     Separate,
     /// The heads on the verify pass's hidden state: no extra pass, K depths.
     Fused,
+    /// No heads: n-gram lookup drafts only (needs `--tree auto`).
+    None,
 }
 
 /// TokenSwift options (shared with the benchmarks). The paper's configuration is
@@ -353,6 +355,7 @@ impl TokenSwiftArgs {
                 DraftArg::Auto => DraftMode::Auto,
                 DraftArg::Separate => DraftMode::Separate,
                 DraftArg::Fused => DraftMode::Fused,
+                DraftArg::None => DraftMode::None,
             },
             stop_at_eos,
             ..TokenSwiftConfig::default()

@@ -100,15 +100,31 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
     panels: [&[f32]; NP],
     out: &mut [[[f32; PANEL]; NP]; R],
 ) {
+    // Bounds once per call, so the inner loop is loads and FMAs only (a check per element made
+    // the 16-row tile front-end bound).
+    assert!(k1 <= k && k0 <= k1, "depth range out of bounds");
+    assert!(x.len() >= (R - 1) * k + k1, "input rows out of bounds");
+    for p in &panels {
+        assert!(p.len() >= k1 * PANEL, "panel out of bounds");
+    }
+    let xp = x.as_ptr();
     // A local copy, so the accumulators live in registers for the whole loop.
     let mut acc = *out;
     for kk in k0..k1 {
         let mut w = [[0f32; PANEL]; NP];
         for (p, wp) in w.iter_mut().enumerate() {
-            wp.copy_from_slice(&panels[p][kk * PANEL..(kk + 1) * PANEL]);
+            // SAFETY: kk < k1 and every panel holds at least k1·PANEL values (asserted above).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    panels[p].as_ptr().add(kk * PANEL),
+                    wp.as_mut_ptr(),
+                    PANEL,
+                )
+            };
         }
         for r in 0..R {
-            let xv = x[r * k + kk];
+            // SAFETY: row r starts at r·k and holds at least k1 > kk values (asserted above).
+            let xv = unsafe { *xp.add(r * k + kk) };
             for p in 0..NP {
                 for j in 0..PANEL {
                     acc[r][p][j] = if FMA {
@@ -168,7 +184,7 @@ fn block<const R: usize, const NP: usize, const FMA: bool>(
     }
 }
 
-/// One register tile of `R` rows (`R ≤ 16`) over one panel, for every row block of `m`, at depth
+/// One register tile of `rows` rows (at most [`MR_WIDE`]) from `row0` over panel `p`, at depth
 /// range `range`.
 #[inline(always)]
 fn rows_1p<const FMA: bool>(
@@ -184,11 +200,11 @@ fn rows_1p<const FMA: bool>(
         ($($r:literal)*) => {
             match rows {
                 $($r => block::<$r, 1, FMA>(x, w, p, row0, range, y),)*
-                _ => unreachable!("at most 16 rows per tile"),
+                _ => unreachable!("at most 12 rows per tile"),
             }
         };
     }
-    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    go!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
 #[inline(always)]
@@ -223,22 +239,32 @@ fn run_panels<const NP: usize, const FMA: bool>(
     }
 }
 
-/// Rows per register tile of the one-panel path: a whole verify of up to this many tokens is one
-/// tile, so every weight value is loaded once and used by every row.
-const MR_WIDE: usize = 16;
+/// Rows per register tile of the one-panel path: a verify of up to this many tokens is one tile,
+/// so every weight value is loaded once and used by every row (16 rows spill registers).
+const MR_WIDE: usize = 12;
+/// Up to this many rows take the one-panel path, in balanced tiles of at most [`MR_WIDE`] rows
+/// that reuse the panel from cache.
+const WIDE_ROWS: usize = 3 * MR_WIDE;
 
 /// One task: panels `p0..p1`, all rows. Up to [`MR`] rows: two panels per register tile. Up to
-/// [`MR_WIDE`] rows: one panel per tile and all rows in it (the weights stream once). More rows
-/// (prefill): two-panel tiles of [`MR`] rows over depth blocks that stay in L1.
+/// [`WIDE_ROWS`] rows: one panel per tile, in as few tiles as fit the registers (the weights
+/// stream from memory once). More rows (prefill): two-panel tiles of [`MR`] rows over depth
+/// blocks that stay in L1.
 ///
 /// Every output is accumulated over the depth in the same order whatever the tiling (depth
 /// blocks store and reload the exact partial sums), so a row's result does not depend on how
 /// many rows are computed with it.
 #[inline(always)]
 fn task_body<const FMA: bool>(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
-    if m > MR && m <= MR_WIDE {
+    if m > MR && m <= WIDE_ROWS {
+        let tile = m.div_ceil(m.div_ceil(MR_WIDE));
         for p in p0..p1 {
-            rows_1p::<FMA>(x, w, p, 0, m, (0, w.k), y);
+            let mut row0 = 0;
+            while row0 < m {
+                let rows = tile.min(m - row0);
+                rows_1p::<FMA>(x, w, p, row0, rows, (0, w.k), y);
+                row0 += rows;
+            }
         }
         return;
     }

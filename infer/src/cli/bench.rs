@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "512,4096")]
     pub contexts: Vec<usize>,
     /// Numbers of new tokens per forward pass.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,32,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
     pub q: Vec<usize>,
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 7)]
@@ -40,10 +40,22 @@ pub struct BenchArgs {
     pub compare_burn_ops: bool,
 }
 
-type Table = Vec<(usize, Vec<(usize, Duration)>)>;
+/// Per context: per q, the median time and the median of the per-repetition ratios to q = 1.
+type Table = Vec<(usize, Vec<(usize, Duration, f64)>)>;
 
-/// Median forward time for every (context, q).
-fn forward_table(model: &Model, args: &BenchArgs, ui: &Ui) -> Result<Table> {
+/// What a timed pass computes after the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logits {
+    /// `lm_head` for every new row (what `--compare-burn-ops` and older tables measured).
+    AllRows,
+    /// `lm_head` for the first row only, as verification computes it (the rows its walk reaches,
+    /// usually one or two).
+    FirstRow,
+}
+
+/// Median forward time for every (context, q). Every repetition runs every q once, in order, so
+/// the ratio to q = 1 is taken within a repetition (this machine drifts by 10–40 % between runs).
+fn forward_table(model: &Model, args: &BenchArgs, ui: &Ui, logits: Logits) -> Result<Table> {
     let cfg = model.config();
     let max_q = *args.q.iter().max().unwrap();
     let mut table = Vec::new();
@@ -54,62 +66,95 @@ fn forward_table(model: &Model, args: &BenchArgs, ui: &Ui) -> Result<Table> {
                 cfg.max_position_embeddings
             );
         }
-        let mut cache = model.new_cache(ctx + max_q);
+        let mut cache = model.new_cache(ctx + max_q.max(1));
         let pb = ui.spinner(format!("filling a {ctx}-token context"));
         let prompt = filler(ctx, cfg.vocab_size);
         tokenswift_infer::generate::prefill(model, &prompt, &mut cache, &mut |_| {})?;
         pb.finish_and_clear();
-        let mut row = Vec::new();
-        for &q in &args.q {
-            let toks = filler(q, cfg.vocab_size);
-            let pos: Vec<usize> = (ctx..ctx + q).collect();
-            let mut times = Vec::new();
-            for _ in 0..args.reps + 1 {
+        let mut times = vec![Vec::new(); args.q.len()];
+        let mut one = Vec::new();
+        let mut rows = Vec::new();
+        for rep in 0..args.reps + 1 {
+            for (j, &q) in std::iter::once(&1).chain(&args.q).enumerate() {
+                let toks = filler(q, cfg.vocab_size);
+                let pos: Vec<usize> = (ctx..ctx + q).collect();
                 let t = Instant::now();
-                let out = model.forward(
-                    &toks,
-                    &pos,
-                    &AttentionMask::Causal,
-                    &mut cache,
-                    LogitRows::All,
-                )?;
-                let _ = logits_to_vec(out.logits.unwrap());
-                times.push(t.elapsed());
+                match logits {
+                    Logits::AllRows => {
+                        let out = model.forward(
+                            &toks,
+                            &pos,
+                            &AttentionMask::Causal,
+                            &mut cache,
+                            LogitRows::All,
+                        )?;
+                        let _ = logits_to_vec(out.logits.unwrap());
+                    }
+                    Logits::FirstRow => {
+                        let out = model.forward(
+                            &toks,
+                            &pos,
+                            &AttentionMask::Causal,
+                            &mut cache,
+                            LogitRows::None,
+                        )?;
+                        model.logits_of_rows(&out.hidden, &[0], &mut rows);
+                    }
+                }
+                let d = t.elapsed();
                 cache.rollback_to(ctx)?;
+                if rep == 0 {
+                    continue; // warm-up
+                }
+                if j == 0 {
+                    one.push(d);
+                } else {
+                    times[j - 1].push(d);
+                }
             }
-            times.remove(0); // warm-up
-            row.push((q, median(times)));
         }
+        let row = args
+            .q
+            .iter()
+            .zip(times)
+            .map(|(&q, t)| {
+                let mut ratios: Vec<f64> =
+                    t.iter().zip(&one).map(|(a, b)| ms(*a) / ms(*b)).collect();
+                ratios.sort_by(f64::total_cmp);
+                (q, median(t), ratios[ratios.len() / 2])
+            })
+            .collect();
         table.push((ctx, row));
     }
     Ok(table)
 }
 
-/// Prints a forward-time table; with `baseline`, each cell also shows this / baseline.
+/// Prints a forward-time table: each cell is the median time and, in brackets, the median ratio
+/// to q = 1 of the same repetitions; with `baseline`, also this / baseline.
 fn print_table(qs: &[usize], table: &Table, baseline: Option<&Table>) {
     print!("| context |");
     for q in qs {
         print!(" q={q} |");
     }
-    println!(" q=16 / q=1 |");
+    println!();
     print!("|---|");
     for _ in qs {
         print!("---|");
     }
-    println!("---|");
+    println!();
     for (i, (ctx, row)) in table.iter().enumerate() {
         print!("| {ctx} |");
-        for (j, (_, d)) in row.iter().enumerate() {
+        for (j, (_, d, ratio)) in row.iter().enumerate() {
             match baseline {
-                Some(b) => print!(" {:.1} ({:.2}×) |", ms(*d), ms(*d) / ms(b[i].1[j].1)),
-                None => print!(" {:.1} |", ms(*d)),
+                Some(b) => print!(
+                    " {:.1} ({:.2}× fast path) |",
+                    ms(*d),
+                    ms(*d) / ms(b[i].1[j].1)
+                ),
+                None => print!(" {:.1} ({:.2}) |", ms(*d), ratio),
             }
         }
-        let get = |q| row.iter().find(|(x, _)| *x == q).map(|(_, d)| ms(*d));
-        match (get(16), get(1)) {
-            (Some(a), Some(b)) => println!(" {:.2} |", a / b),
-            _ => println!(" – |"),
-        }
+        println!();
     }
 }
 
@@ -168,10 +213,13 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
         threads
     );
     println!(
-        "\n## forward pass: q new tokens over a cached context (median of {} runs, ms)",
+        "\n## verify pass: q new tokens over a cached context, logits for the first row (what a TokenSwift verify computes); median of {} runs, ms (in brackets: the median ratio to q = 1 within a run)",
         args.reps
     );
-    let fast = forward_table(&model, &args, &ui)?;
+    let verify = forward_table(&model, &args, &ui, Logits::FirstRow)?;
+    print_table(&args.q, &verify, None);
+    println!("\n## forward pass with logits for every row (ms; ratio to q = 1)");
+    let fast = forward_table(&model, &args, &ui, Logits::AllRows)?;
     print_table(&args.q, &fast, None);
 
     println!(
@@ -224,7 +272,7 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
         println!(
             "\n## the same through plain burn ops, this run (ms; in brackets: burn ops / fast path)"
         );
-        let slow = forward_table(&burn, &args, &ui)?;
+        let slow = forward_table(&burn, &args, &ui, Logits::AllRows)?;
         print_table(&args.q, &slow, Some(&fast));
     }
 

@@ -36,6 +36,8 @@ pub enum DraftMode {
     /// The heads on the verify pass's hidden state at the last accepted node (Medusa-style): no
     /// extra pass, K depths.
     Fused,
+    /// No heads: n-gram drafts only (with `--ngram-topk 0`, every step is a plain AR step).
+    None,
 }
 
 /// The tree setting.
@@ -688,6 +690,11 @@ impl Planner {
             (_, d) => d,
         };
         if let TreeChoice::Fixed(a) = &cfg.tree {
+            if draft == DraftMode::None {
+                return Err(InferError::Context(
+                    "--draft none drafts n-grams only; it needs --tree auto".into(),
+                ));
+            }
             let max_depth = match draft {
                 DraftMode::Fused => k,
                 _ => k + 1,
@@ -704,7 +711,7 @@ impl Planner {
                 )));
             }
         }
-        if k == 0 && draft != DraftMode::Auto {
+        if k == 0 && matches!(draft, DraftMode::Fused | DraftMode::Separate) {
             return Err(InferError::Context(
                 "the draft heads are empty: a fixed --draft needs at least one head".into(),
             ));
@@ -750,6 +757,7 @@ impl Planner {
                 heads: true,
                 separate: false,
             },
+            DraftMode::None => SourcePlan::default(),
             DraftMode::Auto if !heads_available => SourcePlan::default(),
             DraftMode::Auto => {
                 let separate = self.separate.wanted();
