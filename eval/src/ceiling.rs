@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use tokenswift_infer::decoding::ngram::ContextTable;
 use tokenswift_infer::decoding::planner::nodes_of;
 use tokenswift_infer::generate::{forward_chunks, logits_to_vec};
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
@@ -79,8 +80,8 @@ pub fn ranks(
     Ok(ranks)
 }
 
-/// Median time of a verify-like pass of `q` new tokens (tree mask of a chain, all logits) over a
-/// cache of `context` positions.
+/// Median time of a verify pass of `q` new tokens (tree mask of a chain, logits of the first row,
+/// as TokenSwift computes them) over a cache of `context` positions.
 pub fn pass_cost(
     model: &Model,
     context: usize,
@@ -102,6 +103,7 @@ pub fn pass_cost(
         &mut |_, _| Ok(()),
     )?;
     let mut out = Vec::with_capacity(qs.len());
+    let mut rows = Vec::new();
     for &q in qs {
         let toks = &filler[context..context + q];
         let pos: Vec<usize> = (context..context + q).collect();
@@ -114,9 +116,9 @@ pub fn pass_cost(
                 &pos,
                 &AttentionMask::Tree(mask.clone()),
                 &mut cache,
-                LogitRows::All,
+                LogitRows::None,
             )?;
-            let _ = logits_to_vec(o.logits.expect("logits were requested"));
+            model.logits_of_rows(&o.hidden, &[0], &mut rows);
             times.push(t.elapsed());
             cache.rollback_to(context)?;
         }
@@ -125,6 +127,87 @@ pub fn pass_cost(
         out.push(times[times.len() / 2]);
     }
     Ok(out)
+}
+
+/// The cheapest way to emit `n` tokens when, before token `i`, a step may verify the root alone
+/// (1 node, 1 token) or any option of `options(i)`: (nodes verified, tokens emitted). Dynamic
+/// programming over the whole run with the outcomes known: the bound for a planner that chooses
+/// each step's shape (including none) perfectly. Returns (total cost, steps).
+pub fn best_schedule(
+    n: usize,
+    options: &dyn Fn(usize) -> Vec<(usize, usize)>,
+    cost: &dyn Fn(usize) -> f64,
+) -> (f64, usize) {
+    let mut dp = vec![(0.0f64, 0usize); n + 1];
+    for i in (0..n).rev() {
+        let mut best = (cost(1) + dp[i + 1].0, dp[i + 1].1 + 1);
+        for (nodes, tokens) in options(i) {
+            let j = (i + tokens.max(1)).min(n);
+            let c = cost(nodes) + dp[j].0;
+            if c < best.0 {
+                best = (c, dp[j].1 + 1);
+            }
+        }
+        dp[i] = best;
+    }
+    dp[0]
+}
+
+/// Options of a perfect drafter before each token (`ranks[i]`: rank of token `i` in its target
+/// distribution): every tree shape of `trees`, emitting its accepted run plus the bonus token.
+pub fn perfect_options(ranks: &[usize], trees: &[Vec<usize>]) -> Vec<Vec<(usize, usize)>> {
+    (0..ranks.len())
+        .map(|i| {
+            trees
+                .iter()
+                .map(|arity| {
+                    let mut run = 0;
+                    while run < arity.len() && i + run < ranks.len() && ranks[i + run] < arity[run]
+                    {
+                        run += 1;
+                    }
+                    (nodes_of(arity), run + 1)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Options of the planner's n-gram lookup drafts before each output token: the tables (one per
+/// lag) fed with the prompt and the output so far, their chains (up to `max_len` tokens,
+/// `alternatives` first tokens), and the longest prefix of the actual output any chain matches.
+/// Verifying the best chain's first `L` tokens emits `min(L, match) + 1` tokens.
+pub fn ngram_options(
+    prompt: &[u32],
+    output: &[u32],
+    lags: &[usize],
+    max_len: usize,
+    alternatives: usize,
+) -> Vec<Vec<(usize, usize)>> {
+    let all: Vec<u32> = prompt.iter().chain(output).copied().collect();
+    let mut tables: Vec<(usize, ContextTable)> =
+        lags.iter().map(|&l| (l, ContextTable::new())).collect();
+    (0..output.len())
+        .map(|i| {
+            // Before output token i the stream is prompt + output[..i] (the root last).
+            let end = prompt.len() + i;
+            let stream = &all[..end];
+            let mut best = 0;
+            for (lag, table) in &mut tables {
+                table.catch_up(stream, end.saturating_sub(*lag));
+                for chain in table.draft(stream, max_len, alternatives) {
+                    let m = chain
+                        .tokens
+                        .iter()
+                        .zip(&output[i..])
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    best = best.max(m);
+                }
+            }
+            (1..=max_len).map(|l| (l + 1, l.min(best) + 1)).collect()
+        })
+        .collect()
 }
 
 /// One row of the ceiling table.
@@ -176,6 +259,32 @@ pub fn ceiling(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schedule picks, per position, drafting only where it pays: with a cost of 1 per node
+    /// plus 1 per pass, a 3-token run verified as 3 nodes (cost 4) beats 3 AR steps (cost 6).
+    #[test]
+    fn best_schedule_by_hand() {
+        let cost = |q: usize| 1.0 + q as f64;
+        // Before token 0 an option emits 3 tokens with 3 nodes; elsewhere nothing.
+        let opts = |i: usize| if i == 0 { vec![(3, 3)] } else { vec![] };
+        assert_eq!(best_schedule(5, &opts, &cost), (4.0 + 2.0 * 2.0, 3));
+        // An option that costs more than it emits is never taken.
+        let opts = |_: usize| vec![(4, 2)];
+        assert_eq!(best_schedule(4, &opts, &cost), (8.0, 4));
+    }
+
+    #[test]
+    fn ngram_options_see_the_output_so_far() {
+        // Output repeats the prompt's pattern: after [1 2] comes 3 in the prompt, so a chain
+        // drafted before output token 0 (root 2) proposes 3 1 2 ... and matches.
+        let prompt = [1, 2, 3, 1, 2];
+        let output = [3, 1, 2, 3, 9];
+        let o = ngram_options(&prompt, &output, &[0], 4, 1);
+        // Verifying 3 draft tokens (4 nodes) before token 0 emits the 3 matches + the bonus.
+        assert!(o[0].contains(&(4, 4)), "{:?}", o[0]);
+        // Before the last token (9, never seen), nothing matches: 1 token whatever L.
+        assert!(o[4].iter().all(|&(_, t)| t == 1));
+    }
 
     #[test]
     fn replay_accepts_the_longest_run_then_the_bonus() {

@@ -171,6 +171,9 @@ struct CeilingArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// The real TokenSwift run reported beside the ceiling.
+    #[command(flatten)]
+    tokenswift: TokenSwiftArgs,
     /// Prompt source, as for `speedup` (the first prompt is used).
     #[arg(long, default_value = "austen")]
     prompts: String,
@@ -233,6 +236,7 @@ fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
         .load_heads(&model, &dir)
         .context("cannot load the draft heads")?;
     let draft_vocab = run.tokenswift.draft_vocab(&model, &dir)?;
+    let corpus_ngrams = run.tokenswift.corpus_ngrams(&model, &dir)?;
     let prompts = load_prompts(
         &run.prompts,
         &tokenizer,
@@ -248,6 +252,7 @@ fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
         tokenizer: Some(tokenizer),
         heads,
         draft_vocab,
+        corpus_ngrams,
         prompts,
     })
 }
@@ -611,6 +616,7 @@ fn heads(a: HeadsArgs, ui: &Ui) -> Result<()> {
         kv_budget: None,
         draft: tokenswift_infer::cli_support::DraftArg::Separate,
         draft_vocab: 0,
+        corpus_ngrams: "none".into(),
     };
     let trained = ts.load_heads(&model, &dir)?;
     let docs = tokenize(
@@ -661,7 +667,23 @@ fn ceiling(a: CeilingArgs, ui: &Ui) -> Result<()> {
     let (_dir, model, tokenizer) = a.model.load(ui)?;
     sampling.validate(model.config().vocab_size)?;
     let prompt = load_prompts(&a.prompts, &tokenizer, a.prefill_len, 1, &|m| ui.note(m))?.remove(0);
-    let md = ceiling_report(&model, &prompt, a.gen_len, &sampling, a.reps, ui)?;
+    let mut cfg = a.tokenswift.config(prompt.len(), a.gen_len, false)?;
+    let heads = a
+        .tokenswift
+        .load_heads(&model, &_dir)
+        .context("cannot load the draft heads")?;
+    cfg.draft_vocab = a.tokenswift.draft_vocab(&model, &_dir)?;
+    cfg.corpus_ngrams = a.tokenswift.corpus_ngrams(&model, &_dir)?;
+    let real = RealRun { heads: &heads, cfg };
+    let md = ceiling_report(
+        &model,
+        &prompt,
+        a.gen_len,
+        &sampling,
+        a.reps,
+        Some(real),
+        ui,
+    )?;
     print!("{md}");
     if let Some(out) = &a.out {
         write_text(out, &md)?;
@@ -678,19 +700,28 @@ fn write_text(out: &std::path::Path, text: &str) -> Result<()> {
 }
 
 /// The ceiling table (Markdown) for `gen_len` tokens sampled after `prompt`.
+/// The real TokenSwift configuration run beside the ceiling.
+struct RealRun<'a> {
+    heads: &'a tokenswift_infer::heads::DraftHeads,
+    cfg: tokenswift_infer::decoding::session::TokenSwiftConfig,
+}
+
 fn ceiling_report(
     model: &tokenswift_infer::model::Model,
     prompt: &[u32],
     gen_len: usize,
     sampling: &tokenswift_infer::sampling::SamplingConfig,
     reps: usize,
+    real: Option<RealRun<'_>>,
     ui: &Ui,
 ) -> Result<String> {
-    use tokenswift_eval::ceiling::{ceiling, pass_cost, ranks};
+    use tokenswift_eval::ceiling::{
+        best_schedule, ceiling, ngram_options, pass_cost, perfect_options, ranks,
+    };
     tokenswift_infer::generate::check_context(model, prompt.len(), gen_len)?;
     let bar = ui.bar(gen_len as u64, "AR run");
     let mut n = 0u64;
-    let (output, _) = tokenswift_infer::generate::generate_ar(
+    let (output, ar_stats) = tokenswift_infer::generate::generate_ar(
         model,
         prompt,
         gen_len,
@@ -738,7 +769,8 @@ fn ceiling_report(
         "# Speedup ceiling: a perfect drafter (each node's true top-k, free drafts)\n\n\
          {} tokens after a {}-token prompt; sampling {:?}.\n\n\
          Rank of the sampled token in its distribution: top-1 {:.3}, top-2 {:.3}, top-3 {:.3}, top-4 {:.3}.\n\n\
-         Pass cost over a {context}-token context (median of {}, all logits): {}.\n\n\
+         Verify-pass cost over a {context}-token context (median of {}, logits of the first row): {}.\n\n\
+         ## The same shape every step\n\n\
          | tree | nodes | tokens/step | verify cost / AR pass | ceiling speedup |\n|---|---|---|---|---|\n",
         output.len(),
         prompt.len(),
@@ -762,8 +794,87 @@ fn ceiling_report(
     }
     if let Some(best) = rows.iter().max_by(|a, b| a.speedup.total_cmp(&b.speedup)) {
         md.push_str(&format!(
-            "\nBest: {:?} at {:.2}× — an upper bound for any drafter proposing that tree here.\n",
+            "\nBest fixed shape: {:?} at {:.2}×.\n",
             best.arity, best.speedup
+        ));
+    }
+
+    // Per-step choices with the outcomes known (dynamic programming over the run).
+    let one = costs[0].as_secs_f64();
+    let cost = |q: usize| {
+        let i = qs.iter().position(|&x| x >= q).unwrap_or(qs.len() - 1);
+        if qs[i] == q || i == 0 {
+            costs[i].as_secs_f64() / one
+        } else {
+            let (q0, q1) = (qs[i - 1] as f64, qs[i] as f64);
+            let (c0, c1) = (costs[i - 1].as_secs_f64(), costs[i].as_secs_f64());
+            (c0 + (c1 - c0) * (q as f64 - q0) / (q1 - q0)) / one
+        }
+    };
+    // Tokens after the first (drawn from the prefill in both methods).
+    let m = output.len().saturating_sub(1);
+    let mut chains: Vec<Vec<usize>> = (1..=16).map(|l| vec![1; l]).collect();
+    chains.extend(trees.iter().cloned());
+    let perfect = perfect_options(&r[1..], &chains);
+    let (pc, ps) = best_schedule(m, &|i| perfect[i].clone(), &cost);
+    md.push_str(&format!(
+        "\n## Shape chosen per step, outcomes known\n\n\
+         A planner that knew every outcome and chose each step's shape (none, a chain of 1–16 \
+         tokens, or a tree above), with the verify costs above.\n\n\
+         | drafts | tokens/step | ceiling speedup |\n|---|---|---|\n\
+         | perfect (each node's true top-k) | {:.2} | {:.2}× |\n",
+        m as f64 / ps.max(1) as f64,
+        m as f64 / pc
+    ));
+    let window = sampling.penalty_window;
+    let mut sources = vec![("n-gram lookup, lag 0".to_string(), vec![0usize])];
+    if window > 0 {
+        sources.push((
+            format!("n-gram lookup, lag {window} (the paper's)"),
+            vec![window],
+        ));
+        sources.push((
+            "n-gram lookup, both (`--ngram-lag auto`)".into(),
+            vec![0, window],
+        ));
+    }
+    for (name, lags) in sources {
+        let opts = ngram_options(prompt, &output[1..], &lags, 16, 4);
+        let (c, st) = best_schedule(m, &|i| opts[i].clone(), &cost);
+        md.push_str(&format!(
+            "| {name} | {:.2} | {:.2}× |\n",
+            m as f64 / st.max(1) as f64,
+            m as f64 / c
+        ));
+    }
+    if let Some(real) = real {
+        let bar = ui.bar(gen_len as u64, "TokenSwift run");
+        let (ts_out, st) = tokenswift_infer::decoding::session::generate_tokenswift(
+            model,
+            real.heads,
+            prompt,
+            gen_len,
+            sampling,
+            &real.cfg,
+            &mut |s| {
+                bar.inc(s.tokens.len() as u64);
+                Ok(())
+            },
+        )?;
+        bar.finish_and_clear();
+        let speed = ar_stats.decode_time.as_secs_f64() / st.decode_time.as_secs_f64().max(1e-9);
+        md.push_str(&format!(
+            "\nThe real planner (`--tree {:?} --draft {:?}`, n-gram lag {:?}, heads and n-grams as \
+             measured): **{:.2} tokens/step, {:.2}× measured** against this run's AR ({} steps, {} of \
+             them plain AR steps; output {} AR's).\n",
+            real.cfg.tree,
+            real.cfg.draft,
+            real.cfg.ngram_lag,
+            st.tokens_per_step(),
+            speed,
+            st.steps,
+            st.ar_steps,
+            if ts_out == output { "identical to" } else { "DIFFERENT from" }
         ));
     }
     Ok(md)
@@ -811,6 +922,14 @@ fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
         a.ceiling_gen_len,
         &speed.sampling.config(),
         5,
+        Some(RealRun {
+            heads: &bench.heads,
+            cfg: tokenswift_infer::decoding::session::TokenSwiftConfig {
+                draft_vocab: bench.draft_vocab.clone(),
+                corpus_ngrams: bench.corpus_ngrams.clone(),
+                ..settings[0].ts.clone()
+            },
+        }),
         ui,
     )?;
     write_text(&a.out.join("ceiling.md"), &md)?;

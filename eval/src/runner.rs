@@ -25,6 +25,8 @@ pub struct Bench {
     /// The heads' draft vocabulary (`--draft-vocab`; `None`: the whole vocabulary), used by
     /// every TokenSwift cell.
     pub draft_vocab: Option<Vec<u32>>,
+    /// The heads' corpus n-gram table (`--corpus-ngrams`), used by every `auto` cell.
+    pub corpus_ngrams: Option<std::sync::Arc<tokenswift_infer::decoding::ngram::ContextTable>>,
 }
 
 /// One setting of a run: name, sampling, TokenSwift config.
@@ -71,6 +73,7 @@ pub fn run_grid(
                 sampling: s.sampling.clone(),
                 ts: TokenSwiftConfig {
                     draft_vocab: bench.draft_vocab.clone(),
+                    corpus_ngrams: bench.corpus_ngrams.clone(),
                     ..s.ts.clone()
                 },
                 ar_first: i % 2 == 0,

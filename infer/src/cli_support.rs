@@ -12,6 +12,7 @@ use burn::tensor::{DType, Device};
 use clap::{Args, ValueEnum};
 use std::path::Path;
 
+use crate::decoding::ngram::ContextTable;
 use crate::decoding::partial::SINKS;
 use crate::decoding::planner::{DraftMode, NgramLag, TreeChoice};
 use crate::decoding::session::{DEFAULT_KV_BUDGET, DEFAULT_NGRAM_TOPK, TokenSwiftConfig};
@@ -325,6 +326,11 @@ pub struct TokenSwiftArgs {
     /// heads carry no ranking).
     #[arg(long, env = "TOKENSWIFT_DRAFT_VOCAB", default_value_t = 8192)]
     pub draft_vocab: usize,
+    /// N-gram table of the heads' training corpus, a free draft source for `--tree auto`:
+    /// `auto` (the `.ngrams` file beside the heads, when there is one), `none`, or a file
+    /// written by `train-heads`.
+    #[arg(long, env = "TOKENSWIFT_CORPUS_NGRAMS", default_value = "auto")]
+    pub corpus_ngrams: String,
 }
 
 impl TokenSwiftArgs {
@@ -410,6 +416,34 @@ impl TokenSwiftArgs {
             return Ok(None);
         }
         Ok(Some(ranking.into_iter().take(self.draft_vocab).collect()))
+    }
+}
+
+impl TokenSwiftArgs {
+    /// The corpus n-gram table (see `--corpus-ngrams`), checked against `model`.
+    pub fn corpus_ngrams(
+        &self,
+        model: &Model,
+        model_dir: &Path,
+    ) -> Result<Option<std::sync::Arc<ContextTable>>> {
+        let path = match self.corpus_ngrams.as_str() {
+            "none" => return Ok(None),
+            "auto" => {
+                let heads = self.heads_path(model, model_dir)?;
+                let p = heads.with_extension("ngrams");
+                if !heads.is_file() || !p.is_file() {
+                    return Ok(None);
+                }
+                p
+            }
+            file => PathBuf::from(file),
+        };
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read the corpus n-gram table {}", path.display()))?;
+        let table =
+            ContextTable::from_bytes(&bytes, model.config().vocab_size, &base_fingerprint(model))
+                .with_context(|| format!("{}", path.display()))?;
+        Ok(Some(std::sync::Arc::new(table)))
     }
 }
 

@@ -199,14 +199,19 @@ fn buf(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 pub fn exp_approx(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let xc = x.clamp(-87.0, 88.0);
+    // Comparisons rather than `clamp`/`max`, whose NaN rules keep loops from vectorising (no NaN
+    // reaches here); the values are the same.
+    let lo = if x > -87.0 { x } else { -87.0 };
+    let xc = if lo < 88.0 { lo } else { 88.0 };
     let n = (xc * std::f32::consts::LOG2_E + 0.5).floor();
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // SAFETY: n = floor(xc·log2 e + 0.5) with xc in [-87, 88] lies in [-125, 127].
+    let ni: i32 = unsafe { n.to_int_unchecked() };
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     if x < -87.0 { 0.0 } else { p * scale }
 }
 
@@ -262,7 +267,7 @@ multiversion! {
     /// distribution is bit-identical to the autoregressive one (masked terms are exact zeros in
     /// the value product too). That is what makes sampled TokenSwift output equal AR's byte for
     /// byte at any length, rather than only in distribution.
-    fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+    pub fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
         const L: usize = 16;
         row.iter_mut().for_each(|v| *v *= scale);
         let tail = row.len() - bias.map_or(0, <[f32]>::len);
@@ -270,31 +275,39 @@ multiversion! {
             row[tail..].iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
         }
         let mut lanes = [f32::NEG_INFINITY; L];
-        let mut chunks = row.chunks_exact(L);
-        for c in &mut chunks {
+        let (chunks, rest) = row.as_chunks::<L>();
+        for c in chunks {
             for l in 0..L {
-                lanes[l] = lanes[l].max(c[l]);
+                lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
             }
         }
-        let max = chunks.remainder().iter().fold(lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max), |a, &b| a.max(b));
-        row.iter_mut().for_each(|v| *v = exp_approx(*v - max));
+        let mut max = f32::NEG_INFINITY;
+        for &v in lanes.iter().chain(rest) {
+            if v > max {
+                max = v;
+            }
+        }
+        // e^(x - max), summed as it is computed: whole chunks of the cache part lane by lane,
+        // the rest of the cache part by column (= rank), then the visible new columns by rank.
         let mut sums = [0f32; L];
-        let mut chunks = row[..tail].chunks_exact(L);
-        for c in &mut chunks {
+        let (chunks, rest) = row[..tail].as_chunks_mut::<L>();
+        for c in chunks {
             for l in 0..L {
+                c[l] = exp_approx(c[l] - max);
                 sums[l] += c[l];
             }
         }
-        // The rest of the cache part by column (= rank), then the visible new columns by rank.
-        let mut rank = tail - chunks.remainder().len();
-        for &v in chunks.remainder() {
-            sums[rank % L] += v;
+        let mut rank = tail - rest.len();
+        for v in rest {
+            *v = exp_approx(*v - max);
+            sums[rank % L] += *v;
             rank += 1;
         }
         if let Some(b) = bias {
-            for (&v, &bb) in row[tail..].iter().zip(b) {
+            for (v, &bb) in row[tail..].iter_mut().zip(b) {
+                *v = exp_approx(*v - max);
                 if bb == 0.0 {
-                    sums[rank % L] += v;
+                    sums[rank % L] += *v;
                     rank += 1;
                 }
             }
@@ -313,12 +326,15 @@ multiversion! {
 /// query)).
 fn softmax_rows(scores: &mut [f32], total: usize, scale: f32, bias: Option<&[f32]>, q: usize) {
     use rayon::prelude::*;
-    scores
-        .par_chunks_mut(total)
-        .enumerate()
-        .for_each(|(r, row)| {
-            softmax_row(row, scale, bias.map(|b| &b[(r % q) * q..][..q]));
-        });
+    let row = |(r, row): (usize, &mut [f32])| {
+        softmax_row(row, scale, bias.map(|b| &b[(r % q) * q..][..q]));
+    };
+    // A few short rows take less time than handing them to the thread pool.
+    if scores.len() < 1 << 16 {
+        scores.chunks_mut(total).enumerate().for_each(row);
+    } else {
+        scores.par_chunks_mut(total).enumerate().for_each(row);
+    }
 }
 
 multiversion! {

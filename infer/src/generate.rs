@@ -144,10 +144,11 @@ pub fn generate_ar(
             &[pos],
             &AttentionMask::Causal,
             &mut cache,
-            LogitRows::Last,
+            LogitRows::None,
         )?;
         stats.forward_passes += 1;
-        logits = logits_to_vec(out.logits.expect("logits were requested"));
+        // The logits row into the same buffer every step (as TokenSwift's verify does).
+        model.logits_of_rows(&out.hidden, &[0], &mut logits);
     }
     stats.decode_time = t1.elapsed();
     stats.generated_tokens = generated.len();

@@ -139,6 +139,23 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
     *out = acc;
 }
 
+/// Copies `n ≤ PANEL` floats; a whole panel (every panel but a matrix's last) as one fixed-size
+/// copy, which compiles to vector moves rather than a `memmove` call per tile row.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `n` floats and not overlap.
+#[inline(always)]
+unsafe fn copy_floats(src: *const f32, dst: *mut f32, n: usize) {
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        if n == PANEL {
+            std::ptr::copy_nonoverlapping(src as *const [f32; PANEL], dst as *mut [f32; PANEL], 1);
+        } else {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+        }
+    }
+}
+
 struct OutPtr(*mut f32);
 // SAFETY: tasks write disjoint column ranges of the output.
 unsafe impl Send for OutPtr {}
@@ -165,7 +182,7 @@ fn block<const R: usize, const NP: usize, const FMA: bool>(
                 // SAFETY: as for the store below; these values were written by this task.
                 unsafe {
                     let src = y.0.add((row0 + r) * w.n + col0);
-                    std::ptr::copy_nonoverlapping(src, vals.as_mut_ptr(), cols);
+                    copy_floats(src, vals.as_mut_ptr(), cols);
                 }
             }
         }
@@ -178,7 +195,7 @@ fn block<const R: usize, const NP: usize, const FMA: bool>(
             // SAFETY: row < m and col0 + cols <= n; this task owns these columns.
             unsafe {
                 let dst = y.0.add((row0 + r) * w.n + col0);
-                std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, cols);
+                copy_floats(vals.as_ptr(), dst, cols);
             }
         }
     }

@@ -292,12 +292,26 @@ pub fn draw(
     logits: &mut [f32],
     penalised: &[u32],
 ) -> u32 {
+    draw_ranked(cfg, rng, logits, penalised).0
+}
+
+/// As [`draw`], also returning the drawn token's rank in the processed distribution (0: the
+/// most likely) and its probability there (1 when greedy). The same random number is used, so
+/// the token is `draw`'s.
+pub fn draw_ranked(
+    cfg: &SamplingConfig,
+    rng: &mut SamplerRng,
+    logits: &mut [f32],
+    penalised: &[u32],
+) -> (u32, usize, f32) {
     let d = distribution(cfg, logits, penalised);
-    if cfg.is_greedy() {
+    let token = if cfg.is_greedy() {
         d.argmax()
     } else {
         d.sample_with(rng.uniform())
-    }
+    };
+    let rank = d.tokens.iter().position(|&t| t == token).unwrap_or(0);
+    (token, rank, d.probs.get(rank).copied().unwrap_or(1.0))
 }
 
 /// Processes a batch of rows (`logits` is `[rows, vocab]`, modified in place), each with its own

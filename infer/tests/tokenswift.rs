@@ -776,7 +776,9 @@ fn auto_modes_equal_ar_with_the_same_seed() {
 }
 
 /// With `stop_at_eos`, an end-of-sequence token accepted in the middle of a drafted path ends the
-/// output right there (sampled, same seed as AR); without it, EOS is an ordinary token.
+/// output right there (sampled, same seed as AR); without it, EOS is an ordinary token. A fixed
+/// tree keeps the steps independent of timing, so the token made EOS is one the run accepted
+/// strictly inside a drafted path.
 #[test]
 fn eos_accepted_mid_path_stops_a_sampled_run() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/tiny-llama-mha");
@@ -785,13 +787,35 @@ fn eos_accepted_mid_path_stops_a_sampled_run() {
     let p = prompt(20, 6, 64);
     let s = sampled(5);
     let plain = ar(&base, &p, 60, &s);
-    // EOS := a token whose first occurrence in the output is at index ≥ 8.
-    let (at, eos) = plain
-        .iter()
-        .enumerate()
-        .find(|&(i, t)| i >= 8 && !plain[..i].contains(t))
-        .map(|(i, &t)| (i, t))
-        .expect("a fresh token after index 8");
+    let cfg = TokenSwiftConfig {
+        tree: TreeChoice::Fixed(vec![1, 1]),
+        draft: DraftMode::Fused,
+        ngram_topk: 0,
+        kv_budget: 24,
+        ..TokenSwiftConfig::default()
+    };
+    let (got, _, steps) = ts_with(
+        &base,
+        &heads,
+        &p,
+        60,
+        &s,
+        &cfg,
+        oracle(p.len(), plain.clone(), 6, 64),
+    );
+    assert_eq!(got, plain);
+    // EOS := a token first seen at index ≥ 8 of the output, accepted inside a drafted path.
+    let mut index = 0;
+    let mut pick = None;
+    for (tokens, accepted) in &steps {
+        for (j, &t) in tokens.iter().enumerate() {
+            if pick.is_none() && index >= 8 && j < *accepted && !plain[..index].contains(&t) {
+                pick = Some((index, t));
+            }
+            index += 1;
+        }
+    }
+    let (at, eos) = pick.expect("a fresh token accepted mid-path");
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         src.join("model.safetensors"),
@@ -806,10 +830,9 @@ fn eos_accepted_mid_path_stops_a_sampled_run() {
     }
     let model = Model::load(dir.path(), &Device::flex(), DType::F32).unwrap();
     assert_eq!(model.config().eos_token_ids, vec![eos]);
-    let cfg = TokenSwiftConfig {
-        kv_budget: 24,
+    let stop = TokenSwiftConfig {
         stop_at_eos: true,
-        ..TokenSwiftConfig::default()
+        ..cfg.clone()
     };
     let (got, stats, steps) = ts_with(
         &model,
@@ -817,7 +840,7 @@ fn eos_accepted_mid_path_stops_a_sampled_run() {
         &p,
         60,
         &s,
-        &cfg,
+        &stop,
         oracle(p.len(), plain.clone(), 6, 64),
     );
     assert_eq!(got, plain[..=at].to_vec());
@@ -828,11 +851,22 @@ fn eos_accepted_mid_path_stops_a_sampled_run() {
         i < *accepted,
         "EOS was the bonus token, not an accepted draft: {tokens:?} ({accepted} accepted)"
     );
-    // Without stop_at_eos the run goes on, still equal to AR.
-    let cfg = TokenSwiftConfig {
-        stop_at_eos: false,
-        ..cfg
+    // In `auto` mode too, and without stop_at_eos the run goes on, still equal to AR.
+    let auto = TokenSwiftConfig {
+        stop_at_eos: true,
+        kv_budget: 24,
+        ..TokenSwiftConfig::default()
     };
+    let (got, ..) = ts_with(
+        &model,
+        &heads,
+        &p,
+        60,
+        &s,
+        &auto,
+        oracle(p.len(), plain.clone(), 6, 64),
+    );
+    assert_eq!(got, plain[..=at].to_vec());
     let (got, ..) = ts_with(
         &model,
         &heads,

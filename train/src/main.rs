@@ -13,6 +13,7 @@ use tokenswift_infer::heads::{
 
 /// Most tokens kept in a heads manifest's ranking (the draft vocabulary is a prefix of it).
 const RANKING_LIMIT: usize = 32768;
+use tokenswift_infer::decoding::ngram::ContextTable;
 use tokenswift_infer::model::Model;
 use tokenswift_train::evaluate::evaluate_heads;
 use tokenswift_train::objective::HeadStats;
@@ -107,9 +108,10 @@ struct Cli {
     /// Held-out sequences (of 512 tokens) used for accuracy.
     #[arg(long, default_value_t = 8)]
     eval_sequences: usize,
-    /// Recompute the token ranking (the draft vocabulary, `tokenswift --draft-vocab`) of this
-    /// existing heads file from --data's training documents and write it into its manifest; no
-    /// training. For heads saved before the manifest carried a ranking.
+    /// Recompute the corpus-derived draft data of this existing heads file from --data's
+    /// training documents: the token ranking (the draft vocabulary, `tokenswift --draft-vocab`)
+    /// in its manifest, and the corpus n-gram table beside it (`.ngrams`, `tokenswift
+    /// --corpus-ngrams`); no training. For heads saved before they carried them.
     #[arg(long, value_name = "HEADS")]
     update_ranking: Option<PathBuf>,
     /// Data-parallel training over several GPUs is not available yet; only 1 is accepted.
@@ -251,6 +253,29 @@ fn run(cli: Cli) -> Result<()> {
         model.config().vocab_size,
         RANKING_LIMIT,
     );
+    // The corpus n-gram table (a free draft source of `tokenswift --tree auto`): contexts seen at
+    // least twice in the training documents.
+    let corpus_ngrams = {
+        let mut t = ContextTable::new();
+        for d in &train_docs {
+            t.add_document(&d.tokens);
+        }
+        t.prune(2, 0.0);
+        t.to_bytes(model.config().vocab_size, &base_fingerprint(&model))
+    };
+    let write_ngrams = |heads: &std::path::Path| -> Result<()> {
+        let path = heads.with_extension("ngrams");
+        let tmp = heads.with_extension("ngrams.partial");
+        std::fs::write(&tmp, &corpus_ngrams)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        ui.note(&format!(
+            "wrote the corpus n-gram table ({} KiB) to {}",
+            corpus_ngrams.len() / 1024,
+            path.display()
+        ));
+        Ok(())
+    };
     if let Some(heads) = &cli.update_ranking {
         let mpath = manifest_path(heads);
         let mut m = HeadsManifest::load(&mpath)
@@ -265,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         m.token_ranking = ranking;
         m.save(&mpath)?;
+        write_ngrams(heads)?;
         ui.note(&format!(
             "wrote a ranking of {} tokens into {}",
             m.token_ranking.len(),
@@ -359,6 +385,7 @@ fn run(cli: Cli) -> Result<()> {
         "peak_rss_mib_before_training": peak0,
     });
     let path = trainer.export(metrics, ranking)?;
+    write_ngrams(&path)?;
     println!("| heads | head | top-1 | top-2 | top-3 | CE |\n|---|---|---|---|---|---|");
     print!("{}", stats_table("trained", &stats));
     ui.note(&format!(

@@ -196,6 +196,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                 .load_heads(&model, &dir)
                 .context("cannot load the draft heads")?;
             cfg.draft_vocab = args.tokenswift.draft_vocab(&model, &dir)?;
+            cfg.corpus_ngrams = args.tokenswift.corpus_ngrams(&model, &dir)?;
             let (generated, stats) = stream_tokenswift(
                 &model,
                 &heads,

@@ -15,6 +15,8 @@
 
 use std::collections::HashMap;
 
+use crate::error::{InferError, Result};
+
 /// A list of the best `cap` items by count (descending; equal counts keep the order in which they
 /// reached that count, then the smaller item first for items counted in the same call), kept
 /// exact under unit increments: an item outside the list can only enter by overtaking the last.
@@ -208,6 +210,36 @@ impl ContextTable {
         self.counted += 1;
     }
 
+    /// Counts a whole document as a stream of its own (its first tokens are not taken to follow
+    /// anything counted before), leaving the running stream's position as it was.
+    pub fn add_document(&mut self, tokens: &[u32]) {
+        let (tail, counted) = (std::mem::take(&mut self.tail), self.counted);
+        for &t in tokens {
+            self.push(t);
+        }
+        self.tail = tail;
+        self.counted = counted;
+    }
+
+    /// Number of distinct contexts.
+    pub fn contexts(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Keeps only the contexts whose best next token was seen at least `min_count` times and
+    /// makes up at least `min_share` of what followed them (the rest could not draft a token
+    /// worth verifying), and forgets the per-token counts outside the kept lists: a compact,
+    /// read-only table (further counting would be inexact).
+    pub fn prune(&mut self, min_count: u32, min_share: f64) {
+        self.entries.retain(|_, e| {
+            let (_, best) = e.top.items[0];
+            best >= min_count && f64::from(best) >= min_share * f64::from(e.total)
+        });
+        self.counts.clear();
+        self.counts.shrink_to_fit();
+        self.entries.shrink_to_fit();
+    }
+
     /// Counts `stream[self.counted()..upto]` (the stream is every token so far, in order).
     pub fn catch_up(&mut self, stream: &[u32], upto: usize) {
         let upto = upto.min(stream.len());
@@ -269,9 +301,200 @@ impl ContextTable {
     }
 }
 
+/// Magic and version of a saved [`ContextTable`] (a corpus n-gram table, `heads.ngrams`).
+const MAGIC: &[u8; 8] = b"TSNGRAM1";
+
+impl ContextTable {
+    /// Serialises the table (contexts in key order, so the same corpus gives the same bytes) for
+    /// a base with `vocab_size` tokens and fingerprint `base`; see [`ContextTable::from_bytes`].
+    pub fn to_bytes(&self, vocab_size: usize, base: &str) -> Vec<u8> {
+        let mut keys: Vec<&u128> = self.entries.keys().collect();
+        keys.sort_unstable();
+        let mut out = Vec::with_capacity(32 + base.len() + keys.len() * 40);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(vocab_size as u32).to_le_bytes());
+        out.extend_from_slice(&(base.len() as u16).to_le_bytes());
+        out.extend_from_slice(base.as_bytes());
+        out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+        for k in keys {
+            let e = &self.entries[k];
+            let len = (k >> 96) as usize;
+            out.push(len as u8);
+            for i in 0..len {
+                out.extend_from_slice(&((k >> (32 * i)) as u32).to_le_bytes());
+            }
+            out.extend_from_slice(&e.total.to_le_bytes());
+            out.push(e.top.items.len() as u8);
+            for &(t, c) in &e.top.items {
+                out.extend_from_slice(&t.to_le_bytes());
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads a table written by [`ContextTable::to_bytes`], checking that it was built for a base
+    /// of `vocab_size` tokens with fingerprint `base`. A truncated, corrupted or foreign file is
+    /// one error sentence; nothing is allocated from a length the file's size cannot back.
+    pub fn from_bytes(bytes: &[u8], vocab_size: usize, base: &str) -> Result<Self> {
+        let bad = |why: &str| InferError::Context(format!("the corpus n-gram table {why}"));
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(8).ok_or_else(|| bad("is too short"))? != MAGIC {
+            return Err(bad("is not a TokenSwift n-gram table (bad magic)"));
+        }
+        let vocab = r.u32().ok_or_else(|| bad("is truncated"))? as usize;
+        let blen = r.u16().ok_or_else(|| bad("is truncated"))? as usize;
+        let fp = r.take(blen).ok_or_else(|| bad("is truncated"))?;
+        if vocab != vocab_size || fp != base.as_bytes() {
+            return Err(bad(&format!(
+                "was built for another base model (vocabulary {vocab}, fingerprint {}), not this one (vocabulary {vocab_size}, fingerprint {})",
+                String::from_utf8_lossy(&fp[..fp.len().min(12)]),
+                &base[..base.len().min(12)]
+            )));
+        }
+        let n = r.u64().ok_or_else(|| bad("is truncated"))?;
+        // Every entry takes at least 14 bytes: the count cannot exceed what the file holds.
+        if n > (bytes.len() / 14) as u64 {
+            return Err(bad(&format!(
+                "claims {n} contexts, more than its size can hold"
+            )));
+        }
+        let mut table = ContextTable::default();
+        table.entries.reserve(n as usize);
+        for _ in 0..n {
+            let len = r.u8().ok_or_else(|| bad("is truncated"))? as usize;
+            if !(1..=MAX_CONTEXT).contains(&len) {
+                return Err(bad(&format!(
+                    "has a context of {len} tokens (1 to {MAX_CONTEXT} allowed)"
+                )));
+            }
+            let mut ctx = [0u32; MAX_CONTEXT];
+            for c in ctx.iter_mut().take(len) {
+                *c = r.u32().ok_or_else(|| bad("is truncated"))?;
+            }
+            let total = r.u32().ok_or_else(|| bad("is truncated"))?;
+            let k = r.u8().ok_or_else(|| bad("is truncated"))? as usize;
+            if k == 0 || k > CONTEXT_RANK {
+                return Err(bad(&format!(
+                    "has a context with {k} next tokens (1 to {CONTEXT_RANK} allowed)"
+                )));
+            }
+            let mut top = TopList::new();
+            for _ in 0..k {
+                let t = r.u32().ok_or_else(|| bad("is truncated"))?;
+                let c = r.u32().ok_or_else(|| bad("is truncated"))?;
+                top.items.push((t, c));
+            }
+            let ids = ctx[..len].iter().chain(top.items.iter().map(|(t, _)| t));
+            if let Some(t) = ids.into_iter().find(|&&t| t as usize >= vocab_size) {
+                return Err(bad(&format!(
+                    "holds token {t}, outside the vocabulary of {vocab_size}"
+                )));
+            }
+            let ranked = top.items.windows(2).all(|w| w[0].1 >= w[1].1);
+            let counted: u64 = top.items.iter().map(|&(_, c)| u64::from(c)).sum();
+            if !ranked || counted > u64::from(total) {
+                return Err(bad("has inconsistent counts"));
+            }
+            table
+                .entries
+                .insert(context_key(&ctx[..len]), ContextEntry { total, top });
+        }
+        if r.at != bytes.len() {
+            return Err(bad("has trailing bytes after its last context"));
+        }
+        Ok(table)
+    }
+}
+
+/// A bounds-checked little-endian reader.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn corpus_table() -> ContextTable {
+        let mut t = ContextTable::new();
+        t.add_document(&[1, 2, 3, 4, 1, 2, 3, 4, 9, 2, 3, 5]);
+        t.add_document(&[7, 2, 3, 4]);
+        t
+    }
+
+    /// Saved and loaded tables draft the same chains; the bytes are reproducible.
+    #[test]
+    fn corpus_table_round_trips() {
+        let t = corpus_table();
+        let bytes = t.to_bytes(10, "fp");
+        assert_eq!(bytes, corpus_table().to_bytes(10, "fp"));
+        let u = ContextTable::from_bytes(&bytes, 10, "fp").unwrap();
+        for ctx in [&[1u32, 2, 3][..], &[9, 2, 3], &[2], &[7]] {
+            assert_eq!(t.draft(ctx, 4, 3), u.draft(ctx, 4, 3), "{ctx:?}");
+        }
+        // Documents are separate streams: 4 (end of the first) is never followed by 7.
+        assert!(t.draft(&[4], 1, 4).iter().all(|c| c.tokens[0] != 7));
+    }
+
+    /// Every truncation, every single flipped byte and a hostile count are errors, never panics
+    /// or huge allocations; a foreign base is named.
+    #[test]
+    fn corrupted_corpus_tables_are_one_sentence_errors() {
+        let bytes = corpus_table().to_bytes(10, "fp");
+        for n in 0..bytes.len() {
+            assert!(
+                ContextTable::from_bytes(&bytes[..n], 10, "fp").is_err(),
+                "truncated at {n}"
+            );
+        }
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                // Either an error or a valid table; never a panic.
+                let _ = ContextTable::from_bytes(&b, 10, "fp");
+            }
+        }
+        let mut huge = bytes.clone();
+        let at = 8 + 4 + 2 + 2;
+        huge[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let e = ContextTable::from_bytes(&huge, 10, "fp")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than its size"), "{e}");
+        let e = ContextTable::from_bytes(&bytes, 10, "other")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another base"), "{e}");
+        let e = ContextTable::from_bytes(&bytes, 5, "fp")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another base"), "{e}");
+    }
 
     #[test]
     fn ranks_by_exact_count_and_breaks_ties_by_tokens() {

@@ -113,11 +113,32 @@ pub fn nodes_of(arity: &[usize]) -> usize {
     total
 }
 
+/// Which n-gram table proposed a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NgramKind {
+    /// The output's own table, fed at once (or with a lag below the penalty window).
+    Recent,
+    /// The output's own table, fed one penalty window behind (the paper's lag).
+    Lagged,
+    /// The heads' training corpus (`heads.ngrams`), read-only.
+    Corpus,
+}
+
+impl NgramKind {
+    fn index(self) -> usize {
+        match self {
+            NgramKind::Recent => 0,
+            NgramKind::Lagged => 1,
+            NgramKind::Corpus => 2,
+        }
+    }
+}
+
 /// Where a candidate token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// An n-gram table; `lagged` when it is fed one lag behind (the paper's), else at once.
-    Ngram { lagged: bool },
+    /// An n-gram table.
+    Ngram(NgramKind),
     /// The heads on the last verified hidden state.
     Heads,
     /// The separate pass: its base row (depth 1) and the heads on it (depths 2+).
@@ -130,25 +151,26 @@ pub enum Source {
 impl Source {
     fn bit(self) -> u8 {
         match self {
-            Source::Ngram { lagged: false } => 1,
-            Source::Ngram { lagged: true } => 2,
+            Source::Ngram(NgramKind::Recent) => 1,
+            Source::Ngram(NgramKind::Lagged) => 2,
             Source::Heads => 4,
             Source::Separate => 8,
             Source::External => 16,
+            Source::Ngram(NgramKind::Corpus) => 32,
         }
     }
 }
 
 /// Bit mask of sources.
-pub const NGRAM_SOURCES: u8 = 1 | 2;
+pub const NGRAM_SOURCES: u8 = 1 | 2 | 32;
 pub const HEADS_SOURCE: u8 = 4;
 pub const SEPARATE_SOURCE: u8 = 8;
 
 /// Calibration buckets (see [`Calibration`]).
 pub mod bucket {
-    use super::Support;
+    use super::{NgramKind, Support};
 
-    const NGRAM: usize = 2 * 3 * 5 * 4;
+    const NGRAM: usize = 3 * 3 * 5 * 4 * 3;
     const PAPER: usize = 2 * 8;
     /// Kinds of model-based proposals: fused heads, separate base row, separate heads.
     pub const FUSED_HEADS: usize = 0;
@@ -158,8 +180,10 @@ pub mod bucket {
     pub const COUNT: usize = NGRAM + PAPER + MODEL;
 
     /// A token of a context-table draft: which table, the matched context length, the count of
-    /// the token after that context and the ratio of it to all continuations.
-    pub fn ngram(lagged: bool, s: Support) -> u16 {
+    /// the token after that context, the ratio of it to all continuations, and how probable the
+    /// root's own draw was (0: below 0.3, 1: below 0.8, 2: above; a confident root marks a
+    /// predictable stretch, such as the middle of a word).
+    pub fn ngram(kind: NgramKind, s: Support, root_confidence: usize) -> u16 {
         let c = (s.context.clamp(1, 3) - 1) as usize;
         let cb = match s.count {
             0 | 1 => 0,
@@ -178,7 +202,18 @@ pub mod bucket {
         } else {
             3
         };
-        ((usize::from(lagged) * 60) + (c * 5 + cb) * 4 + rb) as u16
+        (((kind.index() * 60) + (c * 5 + cb) * 4 + rb) * 3 + root_confidence.min(2)) as u16
+    }
+
+    /// The confidence class of a root drawn with probability `p` (see [`ngram`]).
+    pub fn confidence(p: f32) -> usize {
+        if p < 0.3 {
+            0
+        } else if p < 0.8 {
+            1
+        } else {
+            2
+        }
     }
 
     /// A token at `depth` (1-based) of a paper n-gram chain.
@@ -418,22 +453,26 @@ impl Candidates {
     }
 
     /// The best set of candidates to verify: the prefix of the ranked candidates (sources in
-    /// `mask`, at most `max_nodes`) that maximises expected emitted tokens (1 + the sum of the
-    /// path probabilities) per `cost(verified nodes, root included)`. Returns the chosen nodes,
-    /// parents first, and the expected tokens per second of the choice.
+    /// `mask`, at most `max_nodes`) that maximises expected emitted tokens (1 + `shrink` × the
+    /// sum of the path probabilities) per `cost(verified nodes, root included)`. Returns the
+    /// chosen nodes, parents first, and the expected tokens per second of the choice.
     pub fn select(
         &self,
         mask: u8,
         max_nodes: usize,
         cost: &dyn Fn(usize) -> f64,
+        shrink: f64,
     ) -> (Vec<usize>, f64) {
         let (order, pp) = self.ranked(mask);
-        let mut best = (0usize, 1.0 / cost(1).max(1e-12));
+        let ar = 1.0 / cost(1).max(1e-12);
+        let mut best = (0usize, ar);
         let mut expected = 1.0f64;
         for (n, &i) in order.iter().take(max_nodes).enumerate() {
-            expected += f64::from(pp[i]);
+            expected += shrink * f64::from(pp[i]);
             let rate = expected / cost(n + 2).max(1e-12);
-            if rate > best.1 {
+            // Leaving a plain AR step needs a clear expected gain: the cost curve is measured on
+            // a noisy machine, and a marginal speculation lost to noise is a loss on average.
+            if rate > best.1 && rate > ar * (1.0 + SPECULATION_MARGIN) {
                 best = (n + 1, rate);
             }
         }
@@ -454,6 +493,9 @@ impl Candidates {
             .collect()
     }
 }
+
+/// Expected gain in tokens per second below which a step stays a plain AR step.
+pub const SPECULATION_MARGIN: f64 = 0.02;
 
 /// A step's candidates waiting for the output that scores them.
 #[derive(Debug, Clone)]
@@ -562,7 +604,8 @@ impl CostModel {
                 let unit = self.secs[(1..=a).find(|&i| self.seen[i]).unwrap_or(a)];
                 self.secs[a] + COST_PRIOR_SLOPE * unit * (q - a) as f64
             }
-            (None, Some(b)) => self.secs[b],
+            // Below every measurement: the prior slope downwards (never above the measured cost).
+            (None, Some(b)) => self.secs[b] / (1.0 + COST_PRIOR_SLOPE * (b - q) as f64),
             (None, None) => 1.0,
         }
     }
@@ -615,6 +658,9 @@ impl Switch {
     fn wanted(&mut self) -> bool {
         if self.on {
             return true;
+        }
+        if self.min_interval == 0 {
+            return false; // switched on by an estimate, never tried blindly
         }
         if self.countdown > 1 {
             self.countdown -= 1;
@@ -673,6 +719,32 @@ pub struct Planner {
     heads: Switch,
     separate: Switch,
     pending: Vec<Pending>,
+    /// Decayed counts of root draws whose rank in their target distribution was below 1, 2, 3:
+    /// what the separate pass's base row (the target at depth 1, up to the partial cache)
+    /// would have had accepted with arity 1, 2, 3.
+    root_rank_hits: [f64; 3],
+    root_draws: f64,
+    /// Exponential average of emitted tokens per second of wall time, all steps.
+    rate: f64,
+    /// The planner's own account, over steps that verified candidates: expected and emitted
+    /// tokens, predicted and measured seconds (costly sources excluded).
+    audit: Audit,
+    /// Expected tokens and predicted seconds of the step in flight.
+    last_prediction: Option<(f64, f64)>,
+    /// Decayed sums of (raw expected, realized) extra tokens of speculative steps.
+    extra: (f64, f64),
+}
+
+/// Predicted against realized, summed over the steps that verified candidates.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Audit {
+    pub steps: usize,
+    pub expected_tokens: f64,
+    pub emitted_tokens: f64,
+    pub predicted_secs: f64,
+    pub measured_secs: f64,
+    /// The same steps, had each been a plain AR step (the cost of one node).
+    pub ar_secs: f64,
 }
 
 impl Planner {
@@ -721,11 +793,19 @@ impl Planner {
             draft,
             calibration: Calibration::default(),
             costs: CostModel::new(AUTO_MAX_NODES.max(64)),
-            // Heads are cheap to try and explored often; the separate pass costs about a whole
-            // forward pass, so it is explored rarely.
+            // Heads are cheap to try and explored often. The separate pass costs about a whole
+            // forward pass, so it is not tried blindly: its depth-1 value is shadow-scored for
+            // free from the rank of every root draw, and it is switched on when that estimate
+            // beats the measured rate.
             heads: Switch::new(k > 0 && draft == DraftMode::Fused, 4),
-            separate: Switch::new(k > 0 && draft == DraftMode::Separate, 32),
+            separate: Switch::new(k > 0 && draft == DraftMode::Separate, 0),
             pending: Vec::new(),
+            root_rank_hits: [0.0; 3],
+            root_draws: 0.0,
+            rate: 0.0,
+            audit: Audit::default(),
+            last_prediction: None,
+            extra: (0.0, 0.0),
         })
     }
 
@@ -787,9 +867,18 @@ impl Planner {
         if let TreeChoice::Fixed(_) = self.tree {
             return cands.all(u8::MAX);
         }
+        if !self.costs.is_measured(1) {
+            // The first step is a plain AR step: it anchors the cost curve at one node.
+            return Vec::new();
+        }
         let costs = &self.costs;
         let cost = |q: usize| costs.cost(q);
-        let (chosen, rate) = cands.select(u8::MAX, AUTO_MAX_NODES, &cost);
+        let shrink = self.shrink();
+        let (chosen, rate) = cands.select(u8::MAX, AUTO_MAX_NODES, &cost, shrink);
+        self.last_prediction = (!chosen.is_empty()).then(|| {
+            let secs = cost(chosen.len() + 1);
+            (rate * secs, secs)
+        });
         if self.draft == DraftMode::Auto {
             // Gain of each computed source: the best rate with its candidates, its own time
             // included, against the best rate without them.
@@ -801,7 +890,7 @@ impl Planner {
                 if !on {
                     continue;
                 }
-                let (_, without) = cands.select(!mask, AUTO_MAX_NODES, &cost);
+                let (_, without) = cands.select(!mask, AUTO_MAX_NODES, &cost, shrink);
                 let with = rate * verify / (verify + switch.time);
                 switch.observe_gain(with / without.max(1e-12) - 1.0);
             }
@@ -809,13 +898,78 @@ impl Planner {
         chosen
     }
 
+    /// The correction applied to expected extra tokens: realized / expected extra tokens over
+    /// the recent speculative steps (with a prior of 1 worth a few steps). Picking the best of
+    /// many estimated candidates, and merging sources by their best estimate, makes the raw
+    /// estimates optimistic; the audit measures by how much.
+    fn shrink(&self) -> f64 {
+        const PRIOR: f64 = 4.0;
+        let (e, r) = (self.extra.0, self.extra.1);
+        ((r + PRIOR) / (e + PRIOR)).clamp(0.2, 1.5)
+    }
+
     /// Records a finished step: `q` verified nodes (root included) took `secs` of wall time
-    /// (costly sources excluded), and its candidates await scoring against the output.
-    pub fn observe_step(&mut self, q: usize, secs: f64, cands: Candidates, start: usize) {
+    /// (`sources` more for costly sources) and emitted `tokens`; the root's draw had rank
+    /// `root_rank` in its target distribution; the candidates await scoring against the output.
+    pub fn observe_step(
+        &mut self,
+        q: usize,
+        secs: f64,
+        sources: f64,
+        tokens: usize,
+        root_rank: usize,
+        cands: Candidates,
+        start: usize,
+    ) {
+        if let Some((expected, predicted)) = self.last_prediction.take() {
+            let a = &mut self.audit;
+            a.steps += 1;
+            a.expected_tokens += expected;
+            a.emitted_tokens += tokens as f64;
+            a.predicted_secs += predicted;
+            a.measured_secs += secs;
+            a.ar_secs += self.costs.cost(1);
+            // Decayed sums of expected and realized extra tokens (beyond the one every step
+            // emits), expected counted before the correction.
+            let raw = (expected - 1.0) / self.shrink();
+            self.extra.0 = self.extra.0 * 0.98 + raw;
+            self.extra.1 = self.extra.1 * 0.98 + (tokens as f64 - 1.0);
+        }
         self.costs.observe(q, secs);
+        let rate = tokens as f64 / (secs + sources).max(1e-9);
+        self.rate = if self.rate == 0.0 {
+            rate
+        } else {
+            self.rate + 0.05 * (rate - self.rate)
+        };
+        self.root_draws = self.root_draws * 0.995 + 1.0;
+        for (a, h) in self.root_rank_hits.iter_mut().enumerate() {
+            *h = *h * 0.995 + f64::from(u8::from(root_rank <= a));
+        }
+        if self.draft == DraftMode::Auto && !self.separate.on && self.root_draws > 32.0 {
+            // Switch the separate pass on if its estimated rate beats the measured one by 10 %:
+            // depth 1 accepted as often as the root draws fell in the top 3, the heads on it
+            // accepted as calibrated, for one extra pass plus a verify of about 5 nodes.
+            let p1 = self.root_rank_hits[2] / self.root_draws;
+            let h = f64::from(
+                self.calibration
+                    .p(bucket::model(bucket::SEPARATE_HEADS, 2, 0, 0.5)),
+            );
+            let tokens = 1.0 + p1 + p1 * h;
+            let secs = self.costs.cost(1) + self.costs.cost(5);
+            if tokens / secs > 1.1 * self.rate {
+                self.separate.on = true;
+            }
+        }
         if !cands.is_empty() {
             self.pending.push(Pending::new(cands, start));
         }
+    }
+
+    /// The estimated share of root draws a separate pass would have drafted at depth 1 with
+    /// arity 1, 2 and 3.
+    pub fn separate_depth1_estimate(&self) -> [f64; 3] {
+        self.root_rank_hits.map(|h| h / self.root_draws.max(1e-9))
     }
 
     /// Scores pending candidates against the output so far (`stream`: prompt + generated).
@@ -844,6 +998,42 @@ impl Planner {
             self.separate.gain,
             1e3 * self.separate.time
         ));
+        let a = &self.audit;
+        s.push_str(&format!(
+            "\naudit of {} speculative steps: expected {:.0} tokens, emitted {:.0}; predicted {:.2} s, measured {:.2} s; as AR steps {:.2} s",
+            a.steps, a.expected_tokens, a.emitted_tokens, a.predicted_secs, a.measured_secs, a.ar_secs
+        ));
+        s.push_str(&format!(
+            "; net saving {:+.2} s (extra tokens at one AR step each, minus the extra verify time)",
+            (a.emitted_tokens - a.steps as f64) * self.costs.cost(1)
+                - (a.measured_secs - a.ar_secs)
+        ));
+        s.push_str(&format!(
+            "; expected extra tokens now scaled by {:.2}",
+            self.shrink()
+        ));
+        let e = self.separate_depth1_estimate();
+        s.push_str(&format!(
+            "; its depth 1 would be accepted (shadow, arity 1/2/3): {:.2}/{:.2}/{:.2}; measured rate {:.1} tok/s",
+            e[0], e[1], e[2], self.rate
+        ));
+        // Acceptance of rank-0 proposals per model source and depth, over all probability buckets.
+        for (kind, name) in [
+            (bucket::FUSED_HEADS, "fused heads"),
+            (bucket::SEPARATE_BASE, "separate base row"),
+            (bucket::SEPARATE_HEADS, "separate heads"),
+        ] {
+            s.push_str(&format!("\n{name}, rank 0 (hits/trials by depth):"));
+            for d in 1..=4 {
+                let (mut h, mut t) = (0.0, 0.0);
+                for pb in [0.05, 0.2, 0.4, 0.6, 0.8, 0.95] {
+                    let b = bucket::model(kind, d, 0, pb) as usize;
+                    h += self.calibration.hits[b];
+                    t += self.calibration.trials[b];
+                }
+                s.push_str(&format!(" d{d} {h:.0}/{t:.0}"));
+            }
+        }
         let mut busy: Vec<usize> = (0..bucket::COUNT)
             .filter(|&b| self.calibration.trials[b] >= 5.0)
             .collect();
@@ -939,18 +1129,18 @@ mod tests {
         let cheap = cost_line(0.020, 0.0005);
         let f = |q: usize| cheap.cost(q);
         // Unlikely drafts: AR.
-        let (n, _) = chain(&[0.01, 0.5, 0.5]).select(u8::MAX, 31, &f);
+        let (n, _) = chain(&[0.01, 0.5, 0.5]).select(u8::MAX, 31, &f, 1.0);
         assert!(n.is_empty(), "{n:?}");
         // Likely drafts and cheap nodes: the whole chain.
-        let (n, _) = chain(&[0.95; 12]).select(u8::MAX, 31, &f);
+        let (n, _) = chain(&[0.95; 12]).select(u8::MAX, 31, &f, 1.0);
         assert_eq!(n.len(), 12);
         // Expensive nodes (a node costs half a pass): only the near-certain first token pays.
         let dear = cost_line(0.020, 0.010);
         let g = |q: usize| dear.cost(q);
-        let (n, _) = chain(&[0.99, 0.3, 0.3]).select(u8::MAX, 31, &g);
+        let (n, _) = chain(&[0.99, 0.3, 0.3]).select(u8::MAX, 31, &g, 1.0);
         assert_eq!(n, vec![1]);
         // The node cap is respected.
-        let (n, _) = chain(&[0.99; 40]).select(u8::MAX, 31, &f);
+        let (n, _) = chain(&[0.99; 40]).select(u8::MAX, 31, &f, 1.0);
         assert_eq!(n.len(), 31);
     }
 
@@ -963,7 +1153,7 @@ mod tests {
             &[1, 2],
             &[0.5, 1.0],
             &[Some(3), Some(4)],
-            Source::Ngram { lagged: false },
+            Source::Ngram(NgramKind::Recent),
         );
         c.add_chain(&[1, 5], &[0.9, 0.2], &[Some(10), Some(11)], Source::Heads);
         assert_eq!(c.len(), 4);
@@ -1019,6 +1209,10 @@ mod tests {
         assert!((c.cost(7) - (0.03 + 2.0 * COST_PRIOR_SLOPE * 0.02)).abs() < 1e-9);
         c.observe(1, 0.04);
         assert!((c.cost(1) - 0.022).abs() < 1e-9, "exponential average");
+        // Below the smallest measurement the cost falls with the prior slope.
+        let mut c = CostModel::new(40);
+        c.observe(9, 0.05);
+        assert!(c.cost(1) < c.cost(5) && c.cost(5) < c.cost(9));
     }
 
     /// A costly source whose candidates never pay for its time is switched off, and explored

@@ -27,7 +27,8 @@ use crate::generate::{check_context, forward_chunks, logits_to_vec};
 use crate::heads::DraftHeads;
 use crate::model::{AttentionMask, LmHeadSubset, LogitRows, Model};
 use crate::sampling::{
-    SamplerRng, SamplingConfig, adjust_logits, draw, penalty_window_tokens, top_k_indices,
+    SamplerRng, SamplingConfig, adjust_logits, draw, draw_ranked, penalty_window_tokens,
+    top_k_indices,
 };
 
 use super::accept::{AcceptOutcome, accept_path, accept_per_row_reference};
@@ -35,8 +36,8 @@ use super::ngram::{ContextTable, NgramTable};
 use super::partial::SINKS;
 use super::partial_cache::PartialKvCache;
 use super::planner::{
-    AUTO_HEADS_ARITY, Candidates, DraftMode, NGRAM_SOURCES, NgramLag, Planner, PlannerConfig,
-    Source, SourcePlan, SourceTimes, TreeChoice, bucket, nodes_of,
+    AUTO_HEADS_ARITY, Candidates, DraftMode, NGRAM_SOURCES, NgramKind, NgramLag, Planner,
+    PlannerConfig, Source, SourcePlan, SourceTimes, TreeChoice, bucket, nodes_of,
 };
 use super::trie::CandidateTrie;
 
@@ -62,6 +63,9 @@ pub struct TokenSwiftConfig {
     /// Verification always uses the whole vocabulary, so this never changes the output, only
     /// which candidates are proposed.
     pub draft_vocab: Option<Vec<u32>>,
+    /// A read-only n-gram table of the heads' training corpus (`heads.ngrams`), drafted from with
+    /// `--tree auto` like the output's own tables (free, calibrated on this run).
+    pub corpus_ngrams: Option<std::sync::Arc<ContextTable>>,
     /// Deliberate departures from the lossless algorithm, for the negative controls of the tests
     /// (each must make a lossless test fail). Never set outside tests.
     #[doc(hidden)]
@@ -114,6 +118,7 @@ impl Default for TokenSwiftConfig {
             stop_at_eos: false,
             accept: AcceptRule::PerNode,
             draft_vocab: None,
+            corpus_ngrams: None,
             faults: Faults::default(),
         }
     }
@@ -313,12 +318,18 @@ enum NgramSource {
     },
     /// The context lookup table (`auto`).
     Context { lag: usize, table: ContextTable },
+    /// The heads' training corpus (`auto`), never fed.
+    Corpus(std::sync::Arc<ContextTable>),
 }
 
 impl NgramSource {
-    fn lagged(&self) -> bool {
+    fn kind(&self) -> NgramKind {
         match self {
-            NgramSource::Paper { lag, .. } | NgramSource::Context { lag, .. } => *lag > 0,
+            NgramSource::Paper { lag, .. } | NgramSource::Context { lag, .. } if *lag > 0 => {
+                NgramKind::Lagged
+            }
+            NgramSource::Corpus(_) => NgramKind::Corpus,
+            _ => NgramKind::Recent,
         }
     }
 
@@ -340,6 +351,7 @@ impl NgramSource {
             NgramSource::Context { lag, table } => {
                 table.catch_up(stream, stream.len().saturating_sub(*lag))
             }
+            NgramSource::Corpus(_) => {}
         }
     }
 }
@@ -377,6 +389,9 @@ pub struct Session<'a> {
     external: Option<ExternalDrafter<'a>>,
     /// Logit rows of the nodes the walk reached, reused across steps.
     rows: Vec<f32>,
+    /// Rank (0: the most likely token) and probability of the last root draw in its target
+    /// distribution.
+    root_rank: (usize, f32),
     stats: TokenSwiftStats,
     started: Instant,
     done: bool,
@@ -466,6 +481,12 @@ impl<'a> Session<'a> {
                 },
             })
             .collect();
+        if cfg.tree == TreeChoice::Auto
+            && cfg.ngram_topk > 0
+            && let Some(table) = &cfg.corpus_ngrams
+        {
+            ngrams.push(NgramSource::Corpus(table.clone()));
+        }
         for source in &mut ngrams {
             source.catch_up(&history);
         }
@@ -490,6 +511,7 @@ impl<'a> Session<'a> {
             hidden,
             external: None,
             rows: Vec::new(),
+            root_rank: (0, 1.0),
             stats,
             started,
         })
@@ -554,7 +576,15 @@ impl<'a> Session<'a> {
 
         let sources = times.heads.unwrap_or(0.0) + times.separate.unwrap_or(0.0);
         let secs = t_step.elapsed().as_secs_f64() - sources;
-        self.planner.observe_step(trie.len(), secs, cands, start);
+        self.planner.observe_step(
+            trie.len(),
+            secs,
+            sources,
+            emitted.len(),
+            self.root_rank.0,
+            cands,
+            start,
+        );
         self.planner.score(&self.history);
         Ok((emitted, accepted))
     }
@@ -634,7 +664,8 @@ impl<'a> Session<'a> {
         // N-grams: free, every step.
         let remaining = self.max_new - self.generated().len();
         for source in &self.ngrams {
-            let lagged = source.lagged();
+            let kind = source.kind();
+            let lagged = kind == NgramKind::Lagged;
             match source {
                 NgramSource::Paper { table, .. } => {
                     // Chains keyed by each depth-1 token (separate) or by the root (fused).
@@ -659,24 +690,16 @@ impl<'a> Session<'a> {
                                 chain,
                                 &vec![1.0; chain.len()],
                                 &buckets,
-                                Source::Ngram { lagged },
+                                Source::Ngram(kind),
                             );
                         }
                     }
                 }
                 NgramSource::Context { table, .. } => {
-                    let max_len = LOOKUP_MAX_LEN.min(remaining.saturating_sub(1));
-                    let alternatives = self.cfg.ngram_topk.min(4);
-                    let calib = &self.planner.calibration;
-                    for chain in table.draft(&self.history, max_len, alternatives) {
-                        let buckets: Vec<Option<u16>> = chain
-                            .support
-                            .iter()
-                            .map(|&s| Some(bucket::ngram(lagged, s)))
-                            .collect();
-                        let ps: Vec<f32> = buckets.iter().map(|b| calib.p(b.unwrap())).collect();
-                        cands.add_chain(&chain.tokens, &ps, &buckets, Source::Ngram { lagged });
-                    }
+                    self.lookup_drafts(&mut cands, table, kind, remaining)
+                }
+                NgramSource::Corpus(table) => {
+                    self.lookup_drafts(&mut cands, table, kind, remaining)
                 }
             }
         }
@@ -694,6 +717,29 @@ impl<'a> Session<'a> {
             }
         }
         Ok((cands, times))
+    }
+
+    /// Lookup drafts of a context table continuing the output, each token with its calibrated
+    /// probability.
+    fn lookup_drafts(
+        &self,
+        cands: &mut Candidates,
+        table: &ContextTable,
+        kind: NgramKind,
+        remaining: usize,
+    ) {
+        let max_len = LOOKUP_MAX_LEN.min(remaining.saturating_sub(1));
+        let alternatives = self.cfg.ngram_topk.min(4);
+        let calib = &self.planner.calibration;
+        for chain in table.draft(&self.history, max_len, alternatives) {
+            let buckets: Vec<Option<u16>> = chain
+                .support
+                .iter()
+                .map(|&s| Some(bucket::ngram(kind, s, bucket::confidence(self.root_rank.1))))
+                .collect();
+            let ps: Vec<f32> = buckets.iter().map(|b| calib.p(b.unwrap())).collect();
+            cands.add_chain(&chain.tokens, &ps, &buckets, Source::Ngram(kind));
+        }
     }
 
     /// The separate pass (SPEC §2 step 1): the root through the base over the partial cache (or
@@ -831,6 +877,7 @@ impl<'a> Session<'a> {
             rng.uniform();
         }
         let step_window = penalty_window_tokens(history, &[], sampling.penalty_window);
+        let root_rank = &mut self.root_rank;
         let mut no_penalty = sampling.clone();
         no_penalty.penalty = 1.0;
         let rows = &mut self.rows;
@@ -879,6 +926,11 @@ impl<'a> Session<'a> {
             }
             let window =
                 penalty_window_tokens(history, &trie.path_tokens(node), sampling.penalty_window);
+            if node == 0 {
+                let (token, rank, p) = draw_ranked(sampling, rng, row, &window);
+                *root_rank = (rank, p);
+                return token;
+            }
             draw(sampling, rng, row, &window)
         };
         match self.cfg.accept {
