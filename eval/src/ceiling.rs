@@ -80,8 +80,10 @@ pub fn ranks(
     Ok(ranks)
 }
 
-/// Median time of a verify pass of `q` new tokens (tree mask of a chain, logits of the first row,
-/// as TokenSwift computes them) over a cache of `context` positions.
+/// Time of a verify pass of `q` new tokens (tree mask of a chain, logits of the first row, as
+/// TokenSwift computes them) over a cache of `context` positions: `qs[0]`'s median time, and for
+/// every q the median over repetitions of its ratio to `qs[0]` measured in the same repetition
+/// (each repetition runs every q once, so drift hits them alike) times that median.
 pub fn pass_cost(
     model: &Model,
     context: usize,
@@ -102,31 +104,41 @@ pub fn pass_cost(
         LogitRows::None,
         &mut |_, _| Ok(()),
     )?;
-    let mut out = Vec::with_capacity(qs.len());
     let mut rows = Vec::new();
-    for &q in qs {
-        let toks = &filler[context..context + q];
-        let pos: Vec<usize> = (context..context + q).collect();
-        let mask: Vec<bool> = (0..q).flat_map(|i| (0..q).map(move |j| j <= i)).collect();
-        let mut times = Vec::with_capacity(reps + 1);
-        for _ in 0..=reps {
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); qs.len()];
+    for rep in 0..=reps {
+        for (j, &q) in qs.iter().enumerate() {
+            let toks = &filler[context..context + q];
+            let pos: Vec<usize> = (context..context + q).collect();
+            let mask: Vec<bool> = (0..q).flat_map(|i| (0..q).map(move |j| j <= i)).collect();
             let t = Instant::now();
             let o = model.forward(
                 toks,
                 &pos,
-                &AttentionMask::Tree(mask.clone()),
+                &AttentionMask::Tree(mask),
                 &mut cache,
                 LogitRows::None,
             )?;
-            model.logits_of_rows(&o.hidden, &[0], &mut rows);
-            times.push(t.elapsed());
+            model.logits_of_rows_vec(&o.hidden, &[0], &mut rows);
+            let d = t.elapsed().as_secs_f64();
             cache.rollback_to(context)?;
+            if rep > 0 {
+                times[j].push(d); // the first repetition warms up
+            }
         }
-        times.remove(0); // warm-up
-        times.sort();
-        out.push(times[times.len() / 2]);
     }
-    Ok(out)
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(times[0].clone());
+    Ok(times
+        .iter()
+        .map(|t| {
+            let ratios: Vec<f64> = t.iter().zip(&times[0]).map(|(a, b)| a / b).collect();
+            Duration::from_secs_f64(base * median(ratios))
+        })
+        .collect())
 }
 
 /// The cheapest way to emit `n` tokens when, before token `i`, a step may verify the root alone
@@ -181,6 +193,7 @@ pub fn ngram_options(
     prompt: &[u32],
     output: &[u32],
     lags: &[usize],
+    corpus: Option<&ContextTable>,
     max_len: usize,
     alternatives: usize,
 ) -> Vec<Vec<(usize, usize)>> {
@@ -195,6 +208,9 @@ pub fn ngram_options(
             let mut best = 0;
             for (lag, table) in &mut tables {
                 table.catch_up(stream, end.saturating_sub(*lag));
+            }
+            let all_tables = tables.iter().map(|(_, t)| t).chain(corpus);
+            for table in all_tables {
                 for chain in table.draft(stream, max_len, alternatives) {
                     let m = chain
                         .tokens
@@ -279,7 +295,7 @@ mod tests {
         // drafted before output token 0 (root 2) proposes 3 1 2 ... and matches.
         let prompt = [1, 2, 3, 1, 2];
         let output = [3, 1, 2, 3, 9];
-        let o = ngram_options(&prompt, &output, &[0], 4, 1);
+        let o = ngram_options(&prompt, &output, &[0], None, 4, 1);
         // Verifying 3 draft tokens (4 nodes) before token 0 emits the 3 matches + the bonus.
         assert!(o[0].contains(&(4, 4)), "{:?}", o[0]);
         // Before the last token (9, never seen), nothing matches: 1 token whatever L.

@@ -109,6 +109,11 @@ enum Param {
     PenaltyWindow,
     Penalty,
     NgramTopk,
+    /// How far behind the output the n-gram tables are fed: paper, auto or a number of tokens.
+    NgramLag,
+    /// `default` (the planner chooses everything) or `paper` (tree 1,3,3,3, separate draft pass,
+    /// k = 20 chains, n-grams one penalty window behind).
+    Config,
     Tree,
     KvBudget,
     Sampler,
@@ -123,7 +128,7 @@ struct SweepArgs {
     #[arg(long, value_enum)]
     param: Param,
     /// Its values, comma-separated (sampler: min-p, top-p, eta; tree: `auto` or arities joined
-    /// with `-`, e.g. 1-3-3-3).
+    /// with `-`, e.g. 1-3-3-3; ngram-lag: paper, auto or a number; config: default, paper).
     #[arg(long, value_delimiter = ',', required = true)]
     values: Vec<String>,
 }
@@ -294,6 +299,19 @@ fn apply(param: Param, value: &str, s: &mut Setting) -> Result<()> {
         Param::Penalty => s.sampling.penalty = num()? as f32,
         Param::Temperature => s.sampling.temperature = num()? as f32,
         Param::NgramTopk => s.ts.ngram_topk = num()? as usize,
+        Param::NgramLag => s.ts.ngram_lag = NgramLag::parse(value).map_err(anyhow::Error::msg)?,
+        Param::Config => {
+            use tokenswift_infer::decoding::session::TokenSwiftConfig;
+            let preset = match value {
+                "default" => TokenSwiftConfig::default(),
+                "paper" => TokenSwiftConfig::paper(),
+                v => bail!("unknown configuration `{v}` (default, paper)"),
+            };
+            s.ts.tree = preset.tree;
+            s.ts.draft = preset.draft;
+            s.ts.ngram_lag = preset.ngram_lag;
+            s.ts.ngram_topk = preset.ngram_topk;
+        }
         Param::KvBudget => {
             let b = num()? as usize;
             if b <= 16 {
@@ -342,6 +360,8 @@ fn param_name(p: Param) -> &'static str {
         Param::PenaltyWindow => "penalty-window",
         Param::Penalty => "penalty",
         Param::NgramTopk => "ngram-topk",
+        Param::NgramLag => "ngram-lag",
+        Param::Config => "config",
         Param::Tree => "tree",
         Param::KvBudget => "kv-budget",
         Param::Sampler => "sampler",
@@ -742,7 +762,7 @@ fn ceiling_report(
     let spinner = ui.spinner(format!(
         "timing verify passes over a {context}-token context"
     ));
-    let costs = pass_cost(model, context, &qs, reps)?;
+    let costs = pass_cost(model, context, &qs, reps.max(9))?;
     spinner.finish_and_clear();
     let trees: Vec<Vec<usize>> = [
         &[1][..],
@@ -838,8 +858,18 @@ fn ceiling_report(
             vec![0, window],
         ));
     }
-    for (name, lags) in sources {
-        let opts = ngram_options(prompt, &output[1..], &lags, 16, 4);
+    let corpus = real.as_ref().and_then(|r| r.cfg.corpus_ngrams.clone());
+    let mut sources: Vec<(String, Vec<usize>, Option<&_>)> =
+        sources.into_iter().map(|(n, l)| (n, l, None)).collect();
+    if let Some(c) = &corpus {
+        sources.push((
+            "n-gram lookup, both lags + the corpus table (the default)".into(),
+            if window > 0 { vec![0, window] } else { vec![0] },
+            Some(c.as_ref()),
+        ));
+    }
+    for (name, lags, table) in sources {
+        let opts = ngram_options(prompt, &output[1..], &lags, table, 16, 4);
         let (c, st) = best_schedule(m, &|i| opts[i].clone(), &cost);
         md.push_str(&format!(
             "| {name} | {:.2} | {:.2}× |\n",
@@ -896,14 +926,15 @@ fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
     speed.out = a.out.join("speedup");
     let bench = load(&speed, ui)?;
     let p = bench.prompts[0].len();
-    // The paper's 40-node tree is several times slower than AR on a CPU (each verify pass costs
-    // ~4 single-token passes); it is compared with `auto` in the shorter tree sweep below.
+    // The project's configuration (the planner chooses every step) with the paper's sampler and
+    // greedy. The paper's configuration is several times slower than AR on a CPU; it is compared
+    // with the default in the shorter configuration sweep below.
     let mut settings = vec![base_setting(&speed, p)?];
-    settings[0].name = "draft=separate, tree=auto".into();
-    let mut fused = base_setting(&speed, p)?;
-    fused.ts.draft = tokenswift_infer::decoding::planner::DraftMode::Fused;
-    fused.name = "draft=fused, tree=auto".into();
-    settings.push(fused);
+    settings[0].name = "paper sampler, default configuration".into();
+    let mut greedy = base_setting(&speed, p)?;
+    greedy.sampling.temperature = 0.0;
+    greedy.name = "greedy, default configuration".into();
+    settings.push(greedy);
     let cps = checkpoints(a.gen_len, 5, &[4096]);
     run_grid(
         &bench,
@@ -951,8 +982,8 @@ fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
             Param::PenaltyWindow,
             vec!["0", "256", "512", "1024", "2048"],
         ),
-        ("ngram-topk", Param::NgramTopk, vec!["0", "5", "10", "20"]),
-        ("tree", Param::Tree, vec!["auto", "1-3-3-3"]),
+        ("ngram-lag", Param::NgramLag, vec!["paper", "0", "auto"]),
+        ("config", Param::Config, vec!["default", "paper"]),
     ];
     for (dir, param, values) in runs {
         let values: Vec<String> = values.into_iter().map(String::from).collect();

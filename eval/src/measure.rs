@@ -59,6 +59,20 @@ pub fn run_cell(
     progress: &mut dyn FnMut(&str, usize),
 ) -> Result<CellOutcome> {
     let cps = &cell.checkpoints;
+    // Untimed warm-up of both methods (thread pool, allocator, caches).
+    let warm = cell.gen_len.min(16);
+    generate_ar(model, cell.prompt, warm, &cell.sampling, false, &mut |_| {
+        Ok(())
+    })?;
+    generate_tokenswift(
+        model,
+        heads,
+        cell.prompt,
+        warm,
+        &cell.sampling,
+        &cell.ts,
+        &mut |_| Ok(()),
+    )?;
     let mut ar_times = Vec::new();
     let mut ts_times = Vec::new();
     let mut ar_out = None;

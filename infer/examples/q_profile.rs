@@ -33,7 +33,7 @@ fn main() {
                     LogitRows::None,
                 )
                 .unwrap();
-            model.logits_of_rows(&o.hidden, &[0], &mut rows);
+            model.logits_of_rows_vec(&o.hidden, &[0], &mut rows);
             cache.rollback_to(ctx).unwrap();
             if rep > 0 {
                 total[j] += t.elapsed().as_secs_f64();

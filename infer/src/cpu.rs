@@ -57,8 +57,8 @@ impl HostKv {
         let per_layer = kv_heads * cap * head_dim.next_multiple_of(PANEL);
         Self {
             scratch: Scratch::default(),
-            keys: (0..layers).map(|_| vec![0f32; per_layer]).collect(),
-            values: (0..layers).map(|_| vec![0f32; per_layer]).collect(),
+            keys: (0..layers).map(|_| prefaulted(per_layer)).collect(),
+            values: (0..layers).map(|_| prefaulted(per_layer)).collect(),
             cap,
             kv_heads,
             head_dim,
@@ -172,6 +172,19 @@ impl HostKv {
             stride: self.cap * PANEL,
         }
     }
+}
+
+/// `n` zeros with every page already touched. A fresh allocation is mapped lazily, so the first
+/// write to each page faults; for a KV cache those faults would land in the middle of decoding,
+/// and a second run in the same process that reuses freed pages would not pay them, which biases
+/// side-by-side timings. Here they are paid at allocation, by every method alike.
+fn prefaulted(n: usize) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    for i in (0..n).step_by(1024) {
+        // SAFETY: i < n; a volatile write so the store to a zeroed page is not elided.
+        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0.0) };
+    }
+    v
 }
 
 #[derive(Default)]
@@ -330,7 +343,7 @@ fn softmax_rows(scores: &mut [f32], total: usize, scale: f32, bias: Option<&[f32
         softmax_row(row, scale, bias.map(|b| &b[(r % q) * q..][..q]));
     };
     // A few short rows take less time than handing them to the thread pool.
-    if scores.len() < 1 << 16 {
+    if scores.len() < 1 << 14 {
         scores.chunks_mut(total).enumerate().for_each(row);
     } else {
         scores.par_chunks_mut(total).enumerate().for_each(row);

@@ -148,7 +148,7 @@ pub fn generate_ar(
         )?;
         stats.forward_passes += 1;
         // The logits row into the same buffer every step (as TokenSwift's verify does).
-        model.logits_of_rows(&out.hidden, &[0], &mut logits);
+        model.logits_of_rows_vec(&out.hidden, &[0], &mut logits);
     }
     stats.decode_time = t1.elapsed();
     stats.generated_tokens = generated.len();

@@ -122,15 +122,15 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
                 )
             };
         }
-        for r in 0..R {
+        for (r, acc_r) in acc.iter_mut().enumerate() {
             // SAFETY: row r starts at r·k and holds at least k1 > kk values (asserted above).
             let xv = unsafe { *xp.add(r * k + kk) };
-            for p in 0..NP {
+            for (acc_rp, wp) in acc_r.iter_mut().zip(&w) {
                 for j in 0..PANEL {
-                    acc[r][p][j] = if FMA {
-                        xv.mul_add(w[p][j], acc[r][p][j])
+                    acc_rp[j] = if FMA {
+                        xv.mul_add(wp[j], acc_rp[j])
                     } else {
-                        acc[r][p][j] + xv * w[p][j]
+                        acc_rp[j] + xv * wp[j]
                     };
                 }
             }

@@ -460,13 +460,20 @@ impl Model {
     }
 
     /// `lm_head(norm(hidden[rows]))` for the chosen rows of a forward pass's hidden state, into
-    /// `out` as `[rows.len(), vocab]` f32 on the host (resized, so a buffer kept across steps is
-    /// reused). Verification computes logits only for the trie nodes its walk reaches; the rows
-    /// equal, bit for bit, those `LogitRows::All` would give (the kernel's accumulation order does
-    /// not depend on the number of rows).
-    pub fn logits_of_rows(&self, hidden: &Tensor<2>, rows: &[usize], out: &mut Vec<f32>) {
+    /// `out` (`rows.len() × vocab` f32 on the host, so a buffer kept across steps is reused).
+    /// Verification computes logits only for the trie nodes its walk reaches; the rows equal, bit
+    /// for bit, those `LogitRows::All` would give (the kernel's accumulation order does not
+    /// depend on the number of rows).
+    ///
+    /// # Panics
+    /// If `out` does not hold `rows.len() × vocab` values (a caller bug, not user input).
+    pub fn logits_of_rows(&self, hidden: &Tensor<2>, rows: &[usize], out: &mut [f32]) {
         let vocab = self.config.vocab_size;
-        out.resize(rows.len() * vocab, 0.0);
+        assert_eq!(
+            out.len(),
+            rows.len() * vocab,
+            "one vocabulary-wide row per index"
+        );
         if rows.is_empty() {
             return;
         }
@@ -494,6 +501,12 @@ impl Model {
                 out.copy_from_slice(&l);
             }
         }
+    }
+
+    /// As [`Model::logits_of_rows`] into a vector resized to fit.
+    pub fn logits_of_rows_vec(&self, hidden: &Tensor<2>, rows: &[usize], out: &mut Vec<f32>) {
+        out.resize(rows.len() * self.config.vocab_size, 0.0);
+        self.logits_of_rows(hidden, rows, out);
     }
 
     /// `lm_head` alone on rows that are already normalised (the base's final norm, or a draft

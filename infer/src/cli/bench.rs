@@ -98,7 +98,7 @@ fn forward_table(model: &Model, args: &BenchArgs, ui: &Ui, logits: Logits) -> Re
                             &mut cache,
                             LogitRows::None,
                         )?;
-                        model.logits_of_rows(&out.hidden, &[0], &mut rows);
+                        model.logits_of_rows_vec(&out.hidden, &[0], &mut rows);
                     }
                 }
                 let d = t.elapsed();

@@ -197,6 +197,17 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                 .context("cannot load the draft heads")?;
             cfg.draft_vocab = args.tokenswift.draft_vocab(&model, &dir)?;
             cfg.corpus_ngrams = args.tokenswift.corpus_ngrams(&model, &dir)?;
+            if args.compare_ar {
+                // Untimed warm-up of both methods (thread pool, allocator, caches), so the timed
+                // runs that follow start from the same state.
+                let n = args.max_new_tokens.min(16);
+                let quiet = Ui { quiet: true };
+                let mut sink = std::io::sink();
+                stream_tokenswift(
+                    &model, &heads, &tokenizer, &ids, n, &sampling, &cfg, false, &quiet, &mut sink,
+                )?;
+                run_ar_quietly(&model, &ids, n, &sampling, args.stop_at_eos, &quiet)?;
+            }
             let (generated, stats) = stream_tokenswift(
                 &model,
                 &heads,

@@ -176,7 +176,7 @@ pub mod bucket {
     pub const FUSED_HEADS: usize = 0;
     pub const SEPARATE_BASE: usize = 1;
     pub const SEPARATE_HEADS: usize = 2;
-    const MODEL: usize = 3 * 4 * 4 * 6;
+    const MODEL: usize = 3 * 4 * 4 * 6 * 3;
     pub const COUNT: usize = NGRAM + PAPER + MODEL;
 
     /// A token of a context-table draft: which table, the matched context length, the count of
@@ -222,8 +222,10 @@ pub mod bucket {
     }
 
     /// A model-proposed token: `kind` (above), depth (1-based), rank among the proposals at that
-    /// depth (0 = most likely) and its draft probability.
-    pub fn model(kind: usize, depth: usize, rank: usize, prob: f32) -> u16 {
+    /// depth (0 = most likely), its draft probability, and the root draw's confidence (see
+    /// [`ngram`]; the fused heads never see the root they continue, so they are right more often
+    /// when it was the likely token).
+    pub fn model(kind: usize, depth: usize, rank: usize, prob: f32, root_confidence: usize) -> u16 {
         let pb = if prob < 0.1 {
             0
         } else if prob < 0.25 {
@@ -237,7 +239,8 @@ pub mod bucket {
         } else {
             5
         };
-        let i = ((kind * 4 + depth.clamp(1, 4) - 1) * 4 + rank.min(3)) * 6 + pb;
+        let i = (((kind * 4 + depth.clamp(1, 4) - 1) * 4 + rank.min(3)) * 6 + pb) * 3
+            + root_confidence.min(2);
         (NGRAM + PAPER + i) as u16
     }
 }
@@ -908,19 +911,16 @@ impl Planner {
         ((r + PRIOR) / (e + PRIOR)).clamp(0.2, 1.5)
     }
 
-    /// Records a finished step: `q` verified nodes (root included) took `secs` of wall time
-    /// (`sources` more for costly sources) and emitted `tokens`; the root's draw had rank
-    /// `root_rank` in its target distribution; the candidates await scoring against the output.
-    pub fn observe_step(
-        &mut self,
-        q: usize,
-        secs: f64,
-        sources: f64,
-        tokens: usize,
-        root_rank: usize,
-        cands: Candidates,
-        start: usize,
-    ) {
+    /// Records a finished step; its candidates await scoring against the output, from stream
+    /// index `start` (the first token after the root).
+    pub fn observe_step(&mut self, step: StepOutcome, cands: Candidates, start: usize) {
+        let StepOutcome {
+            nodes: q,
+            secs,
+            source_secs: sources,
+            tokens,
+            root_rank,
+        } = step;
         if let Some((expected, predicted)) = self.last_prediction.take() {
             let a = &mut self.audit;
             a.steps += 1;
@@ -929,12 +929,17 @@ impl Planner {
             a.predicted_secs += predicted;
             a.measured_secs += secs;
             a.ar_secs += self.costs.cost(1);
-            // Decayed sums of expected and realized extra tokens (beyond the one every step
-            // emits), expected counted before the correction.
+            // Sums of expected and realized extra tokens (beyond the one every step emits),
+            // expected counted before the correction.
             let raw = (expected - 1.0) / self.shrink();
-            self.extra.0 = self.extra.0 * 0.98 + raw;
-            self.extra.1 = self.extra.1 * 0.98 + (tokens as f64 - 1.0);
+            self.extra.0 += raw;
+            self.extra.1 += tokens as f64 - 1.0;
         }
+        // Decayed every step, not only when speculating: a correction learnt from a few early
+        // steps must not stop speculation for good, so without new evidence it drifts back to
+        // its prior and speculation gets measured again.
+        self.extra.0 *= 0.99;
+        self.extra.1 *= 0.99;
         self.costs.observe(q, secs);
         let rate = tokens as f64 / (secs + sources).max(1e-9);
         self.rate = if self.rate == 0.0 {
@@ -951,10 +956,11 @@ impl Planner {
             // depth 1 accepted as often as the root draws fell in the top 3, the heads on it
             // accepted as calibrated, for one extra pass plus a verify of about 5 nodes.
             let p1 = self.root_rank_hits[2] / self.root_draws;
-            let h = f64::from(
-                self.calibration
-                    .p(bucket::model(bucket::SEPARATE_HEADS, 2, 0, 0.5)),
-            );
+            let h =
+                f64::from(
+                    self.calibration
+                        .p(bucket::model(bucket::SEPARATE_HEADS, 2, 0, 0.5, 2)),
+                );
             let tokens = 1.0 + p1 + p1 * h;
             let secs = self.costs.cost(1) + self.costs.cost(5);
             if tokens / secs > 1.1 * self.rate {
@@ -1027,9 +1033,11 @@ impl Planner {
             for d in 1..=4 {
                 let (mut h, mut t) = (0.0, 0.0);
                 for pb in [0.05, 0.2, 0.4, 0.6, 0.8, 0.95] {
-                    let b = bucket::model(kind, d, 0, pb) as usize;
-                    h += self.calibration.hits[b];
-                    t += self.calibration.trials[b];
+                    for conf in 0..3 {
+                        let b = bucket::model(kind, d, 0, pb, conf) as usize;
+                        h += self.calibration.hits[b];
+                        t += self.calibration.trials[b];
+                    }
                 }
                 s.push_str(&format!(" d{d} {h:.0}/{t:.0}"));
             }
@@ -1053,6 +1061,21 @@ impl Planner {
     pub fn switches(&self) -> (bool, bool) {
         (self.heads.on, self.separate.on)
     }
+}
+
+/// What a finished step cost and produced.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    /// Verified nodes, the root included.
+    pub nodes: usize,
+    /// Wall time of the step, costly sources excluded.
+    pub secs: f64,
+    /// Wall time of the costly sources (heads, separate pass).
+    pub source_secs: f64,
+    /// Tokens emitted.
+    pub tokens: usize,
+    /// Rank of the root's draw in its target distribution.
+    pub root_rank: usize,
 }
 
 /// Seconds spent this step on costly sources.
@@ -1173,9 +1196,9 @@ mod tests {
         let mut calib = Calibration::default();
         let mut c = Candidates::new(0);
         let (a, b, x) = (
-            bucket::model(0, 1, 0, 0.5),
-            bucket::model(0, 2, 0, 0.5),
-            bucket::model(0, 1, 1, 0.5),
+            bucket::model(0, 1, 0, 0.5, 0),
+            bucket::model(0, 2, 0, 0.5, 0),
+            bucket::model(0, 1, 1, 0.5, 0),
         );
         c.add_chain(
             &[10, 11, 12],

@@ -37,7 +37,7 @@ use super::partial::SINKS;
 use super::partial_cache::PartialKvCache;
 use super::planner::{
     AUTO_HEADS_ARITY, Candidates, DraftMode, NGRAM_SOURCES, NgramKind, NgramLag, Planner,
-    PlannerConfig, Source, SourcePlan, SourceTimes, TreeChoice, bucket, nodes_of,
+    PlannerConfig, Source, SourcePlan, SourceTimes, StepOutcome, TreeChoice, bucket, nodes_of,
 };
 use super::trie::CandidateTrie;
 
@@ -576,15 +576,14 @@ impl<'a> Session<'a> {
 
         let sources = times.heads.unwrap_or(0.0) + times.separate.unwrap_or(0.0);
         let secs = t_step.elapsed().as_secs_f64() - sources;
-        self.planner.observe_step(
-            trie.len(),
+        let outcome = StepOutcome {
+            nodes: trie.len(),
             secs,
-            sources,
-            emitted.len(),
-            self.root_rank.0,
-            cands,
-            start,
-        );
+            source_secs: sources,
+            tokens: emitted.len(),
+            root_rank: self.root_rank.0,
+        };
+        self.planner.observe_step(outcome, cands, start);
         self.planner.score(&self.history);
         Ok((emitted, accepted))
     }
@@ -595,6 +594,7 @@ impl<'a> Session<'a> {
         let root = *self.history.last().expect("the root is in the history");
         let mut cands = Candidates::new(root);
         let mut times = SourceTimes::default();
+        let conf = bucket::confidence(self.root_rank.1);
         let k = self.heads.len();
         if plan.separate {
             let t = Instant::now();
@@ -617,7 +617,7 @@ impl<'a> Session<'a> {
                         .iter()
                         .enumerate()
                         .map(|(r, &(t, p))| {
-                            let b = bucket::model(kind, d + 1, r, p);
+                            let b = bucket::model(kind, d + 1, r, p, conf);
                             (t, calib.p(b), Some(b))
                         })
                         .collect()
@@ -651,7 +651,7 @@ impl<'a> Session<'a> {
                         .iter()
                         .enumerate()
                         .map(|(r, &(t, p))| {
-                            let b = bucket::model(bucket::FUSED_HEADS, d + 1, r, p);
+                            let b = bucket::model(bucket::FUSED_HEADS, d + 1, r, p, conf);
                             (t, calib.p(b), Some(b))
                         })
                         .collect()
@@ -876,7 +876,11 @@ impl<'a> Session<'a> {
         if faults.extra_uniform && n > 1 {
             rng.uniform();
         }
-        let step_window = penalty_window_tokens(history, &[], sampling.penalty_window);
+        let step_window = if faults.one_window_per_step {
+            penalty_window_tokens(history, &[], sampling.penalty_window)
+        } else {
+            Vec::new()
+        };
         let root_rank = &mut self.root_rank;
         let mut no_penalty = sampling.clone();
         no_penalty.penalty = 1.0;
@@ -892,10 +896,8 @@ impl<'a> Session<'a> {
                 node = trie.children(v).first().copied();
             }
             let done = rows.len() / vocab;
-            let mut fresh = Vec::new();
-            model.logits_of_rows(&verified.hidden, &batch, &mut fresh);
-            rows.truncate(done * vocab);
-            rows.extend_from_slice(&fresh);
+            rows.resize((done + batch.len()) * vocab, 0.0);
+            model.logits_of_rows(&verified.hidden, &batch, &mut rows[done * vocab..]);
             for (j, &v) in batch.iter().enumerate() {
                 row_of[v] = done + j;
             }
@@ -905,7 +907,7 @@ impl<'a> Session<'a> {
         if reference {
             // The reference rule revisits nodes and needs the raw rows each time.
             let all: Vec<usize> = (0..n).collect();
-            model.logits_of_rows(&verified.hidden, &all, rows);
+            model.logits_of_rows_vec(&verified.hidden, &all, rows);
             row_of = all;
         }
         let pristine = reference.then(|| rows.clone());
