@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tokenswift_infer::hub::home_dir;
-use tokenswift_infer::tokenizer::TextTokenizer;
+use tokenswift_infer::load::hub::home_dir;
+use tokenswift_infer::load::tokenizer::TextTokenizer;
 
 use crate::error::{DatasetError, Result};
 use crate::rdata::{LazyLoadDb, RValue};

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use tokenswift_infer::decoding::ngram::ContextTable;
 use tokenswift_infer::decoding::planner::nodes_of;
-use tokenswift_infer::generate::{forward_chunks, logits_to_vec};
+use tokenswift_infer::model::prompt::forward_chunks;
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
 use tokenswift_infer::sampling::{SamplingConfig, adjust_logits, penalty_window_tokens};
+use tokenswift_infer::tensor::to_host_f32;
 
 use crate::error::Result;
 
@@ -59,7 +60,7 @@ pub fn ranks(
         &mut cache,
         LogitRows::All,
         &mut |out, len| {
-            let rows = logits_to_vec(out.logits.expect("logits were requested"));
+            let rows = to_host_f32(out.logits.expect("logits were requested"));
             let first = done;
             done = len;
             for (r, logits) in rows.chunks_exact(vocab).enumerate() {

@@ -1,4 +1,4 @@
-//! Distinct-n (SPEC §6): unique n-grams / total n-grams over a sequence of units (token ids, or
+//! Distinct-n (DESIGN §7): unique n-grams / total n-grams over a sequence of units (token ids, or
 //! words = the text split on whitespace, nothing else normalised).
 
 use std::collections::HashSet;

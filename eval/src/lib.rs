@@ -1,5 +1,5 @@
-//! tokenswift-eval: speedup, acceptance rate and Distinct-n measurements (SPEC §6), paper-table
-//! reproduction (SPEC §7) and ablation sweeps, written to run directories under `reports/` as a
+//! tokenswift-eval: speedup, acceptance rate and Distinct-n measurements (DESIGN §7), paper-table
+//! reproduction (DESIGN §7) and ablation sweeps, written to run directories under `reports/` as a
 //! results table (CSV + Parquet through polars), a Markdown summary and charts (plotters).
 
 pub mod ceiling;

@@ -5,12 +5,12 @@
 use std::time::Instant;
 
 use tokenswift_datasets::{CorpusSource, HELD_OUT_NOVEL, tokenize};
+use tokenswift_infer::decoding::ar::generate_ar;
 use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
-use tokenswift_infer::generate::generate_ar;
-use tokenswift_infer::heads::DraftHeads;
+use tokenswift_infer::draft::heads::DraftHeads;
+use tokenswift_infer::load::tokenizer::TextTokenizer;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
-use tokenswift_infer::tokenizer::TextTokenizer;
 
 use crate::distinct::distinct_1_to_4;
 use crate::error::{EvalError, Result};

@@ -277,7 +277,7 @@ pub fn charts(rows: &[Measurement], dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The paper's figures (SPEC §7), for the tables that put ours beside them.
+/// The paper's figures (DESIGN §7), for the tables that put ours beside them.
 pub mod paper {
     /// Table 1: speedup at 20K/40K/60K/80K/100K and α at 100K (A100, prefill 4096).
     pub const TABLE1: [(&str, [f64; 5], f64); 5] = [

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use tokenswift_infer::cli_support::Ui;
+use tokenswift_cli::Ui;
 use tokenswift_infer::decoding::session::TokenSwiftConfig;
-use tokenswift_infer::heads::DraftHeads;
+use tokenswift_infer::draft::heads::DraftHeads;
+use tokenswift_infer::load::tokenizer::TextTokenizer;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
-use tokenswift_infer::tokenizer::TextTokenizer;
 
 use crate::error::{EvalError, Result};
 use crate::measure::{Cell, run_cell};

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use burn::tensor::{DType, Device};
+use tokenswift_cli::Ui;
 use tokenswift_eval::runner::{Bench, Setting, run_grid};
 use tokenswift_eval::table::ResultsTable;
-use tokenswift_infer::cli_support::Ui;
 use tokenswift_infer::decoding::session::TokenSwiftConfig;
-use tokenswift_infer::heads::DraftHeads;
+use tokenswift_infer::draft::heads::DraftHeads;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
 

@@ -3,10 +3,10 @@
 use burn::tensor::{DType, Device};
 use tokenswift_infer::decoding::planner::DraftMode;
 use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
-use tokenswift_infer::heads::DraftHeads;
+use tokenswift_infer::draft::heads::DraftHeads;
+use tokenswift_infer::load::tokenizer::TextTokenizer;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
-use tokenswift_infer::tokenizer::TextTokenizer;
 fn main() {
     let dir = std::path::PathBuf::from(std::env::var("HOME").unwrap())
         .join(".cache/tokenswift/models/smollm2-135m");
@@ -26,8 +26,10 @@ fn main() {
     let n = 400;
     for _ in 0..4 {
         let (_, a) =
-            tokenswift_infer::generate::generate_ar(&model, &prompt, n, &s, false, &mut |_| Ok(()))
-                .unwrap();
+            tokenswift_infer::decoding::ar::generate_ar(&model, &prompt, n, &s, false, &mut |_| {
+                Ok(())
+            })
+            .unwrap();
         let (_, t) =
             generate_tokenswift(&model, &heads, &prompt, n, &s, &cfg, &mut |_| Ok(())).unwrap();
         println!(

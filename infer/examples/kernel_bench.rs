@@ -1,7 +1,7 @@
 //! Throughput of the packed skinny-matmul kernel on the default model's shapes.
 //! `cargo run --release --example kernel_bench`
 use std::time::Instant;
-use tokenswift_infer::kernels::{PackedMatrix, matmul_packed};
+use tokenswift_infer::host::kernels::{PackedMatrix, matmul_packed};
 
 fn main() {
     for &(n, k) in &[(1536usize, 576usize), (576, 1536), (49152, 576)] {

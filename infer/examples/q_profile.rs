@@ -16,7 +16,8 @@ fn main() {
     let toks: Vec<u32> = (0..ctx + max_q)
         .map(|i| ((i * 7919 + 13) % 49000) as u32)
         .collect();
-    tokenswift_infer::generate::prefill(&model, &toks[..ctx], &mut cache, &mut |_| {}).unwrap();
+    tokenswift_infer::model::prompt::prefill(&model, &toks[..ctx], &mut cache, &mut |_| {})
+        .unwrap();
     let mut rows = Vec::new();
     let mut total = vec![0f64; qs.len()];
     for rep in 0..=reps {

@@ -45,8 +45,14 @@ pub enum InferError {
     UnknownModel(String),
     #[error("{0}")]
     ModelUnavailable(String),
-    #[error("invalid sampling setting: {0}")]
-    Sampling(String),
+    /// A setting out of range; `field` is the setting's name as in the config structs
+    /// (`top_p`, `kv_budget`, `tree`, …). Command-line front ends show it as their flag
+    /// (`--top-p`), which is the same name in kebab case.
+    #[error("setting `{field}` {message}")]
+    Setting {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Cache(String),
     #[error("{0}")]
@@ -54,6 +60,14 @@ pub enum InferError {
 }
 
 impl InferError {
+    /// A setting out of range (see [`InferError::Setting`]).
+    pub fn setting(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Setting {
+            field,
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

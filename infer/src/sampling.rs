@@ -68,40 +68,41 @@ impl SamplingConfig {
         self.temperature == 0.0
     }
 
-    /// Checks every value, naming the flag at fault.
+    /// Checks every value, naming the setting at fault.
     pub fn validate(&self, vocab_size: usize) -> Result<()> {
-        let bad = |m: String| Err(InferError::Sampling(m));
+        let bad = |field, m: String| Err(InferError::setting(field, m));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!(
-                "--temperature must be ≥ 0 (0 = greedy), got {}",
-                self.temperature
-            ));
+            return bad(
+                "temperature",
+                format!("must be ≥ 0 (0 = greedy), got {}", self.temperature),
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("--top-p must be in (0, 1], got {}", self.top_p));
+            return bad("top_p", format!("must be in (0, 1], got {}", self.top_p));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return bad(format!("--min-p must be in [0, 1], got {}", self.min_p));
+            return bad("min_p", format!("must be in [0, 1], got {}", self.min_p));
         }
         if !(0.0..1.0).contains(&self.eta) {
-            return bad(format!("--eta must be in [0, 1), got {}", self.eta));
+            return bad("eta", format!("must be in [0, 1), got {}", self.eta));
         }
         if !self.penalty.is_finite() || self.penalty <= 0.0 {
-            return bad(format!(
-                "--penalty must be > 0 (1 = off), got {}",
-                self.penalty
-            ));
+            return bad(
+                "penalty",
+                format!("must be > 0 (1 = off), got {}", self.penalty),
+            );
         }
         if self.min_tokens_to_keep == 0 {
-            return bad("--min-tokens-to-keep must be at least 1".into());
+            return bad("min_tokens_to_keep", "must be at least 1".into());
         }
         if let Some(t) = self.ban_tokens.iter().find(|&&t| t as usize >= vocab_size) {
-            return bad(format!(
-                "--ban-tokens id {t} is outside the vocabulary of {vocab_size} tokens"
-            ));
+            return bad(
+                "ban_tokens",
+                format!("id {t} is outside the vocabulary of {vocab_size} tokens"),
+            );
         }
         if self.ban_tokens.len() >= vocab_size {
-            return bad("--ban-tokens bans the whole vocabulary".into());
+            return bad("ban_tokens", "bans the whole vocabulary".into());
         }
         Ok(())
     }
@@ -516,12 +517,12 @@ mod tests {
     }
 
     #[test]
-    fn invalid_values_are_rejected_with_the_flag_name() {
+    fn invalid_values_are_rejected_with_the_setting_name() {
         let c = SamplingConfig {
             top_p: 0.0,
             ..SamplingConfig::default()
         };
-        assert!(c.validate(10).unwrap_err().to_string().contains("--top-p"));
+        assert!(c.validate(10).unwrap_err().to_string().contains("`top_p`"));
         let c = SamplingConfig {
             temperature: -1.0,
             ..SamplingConfig::default()
@@ -530,7 +531,7 @@ mod tests {
             c.validate(10)
                 .unwrap_err()
                 .to_string()
-                .contains("--temperature")
+                .contains("`temperature`")
         );
         let c = SamplingConfig {
             ban_tokens: vec![10],
@@ -540,7 +541,7 @@ mod tests {
             c.validate(10)
                 .unwrap_err()
                 .to_string()
-                .contains("--ban-tokens")
+                .contains("`ban_tokens`")
         );
         assert!(SamplingConfig::default().validate(10).is_ok());
     }

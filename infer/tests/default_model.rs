@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use burn::tensor::{DType, Device};
-use tokenswift_infer::generate::{generate_ar, logits_to_vec};
-use tokenswift_infer::hub::ensure_default_model;
+use tokenswift_infer::decoding::ar::generate_ar;
+use tokenswift_infer::load::hub::ensure_default_model;
+use tokenswift_infer::load::tokenizer::TextTokenizer;
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
 use tokenswift_infer::sampling::SamplingConfig;
-use tokenswift_infer::tokenizer::TextTokenizer;
+use tokenswift_infer::tensor::to_host_f32;
 
 fn model_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -70,7 +71,7 @@ fn logits_and_greedy_continuation_match_transformers() {
                 LogitRows::All,
             )
             .unwrap();
-        let logits = logits_to_vec(out.logits.unwrap());
+        let logits = to_host_f32(out.logits.unwrap());
         let argmax: Vec<u32> = logits
             .chunks_exact(vocab)
             .map(|r| {
@@ -125,7 +126,7 @@ fn perplexity(model: &Model, ids: &[u32]) -> f64 {
             LogitRows::All,
         )
         .unwrap();
-    let logits = logits_to_vec(out.logits.unwrap());
+    let logits = to_host_f32(out.logits.unwrap());
     let vocab = model.config().vocab_size;
     let mut nll = 0f64;
     for (i, row) in logits.chunks_exact(vocab).take(ids.len() - 1).enumerate() {
@@ -178,7 +179,7 @@ fn qk_unpermutation_is_needed_for_a_sane_perplexity() {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                 .collect();
-            data = tokenswift_infer::convert::permute_qk(&f, out, inp, h)
+            data = tokenswift_infer::load::convert::permute_qk(&f, out, inp, h)
                 .iter()
                 .flat_map(|x| x.to_le_bytes())
                 .collect();
@@ -212,7 +213,8 @@ fn qk_unpermutation_is_needed_for_a_sane_perplexity() {
 
 fn good_config() -> (usize, usize) {
     let c =
-        tokenswift_infer::config::ModelConfig::from_file(&model_dir().join("config.json")).unwrap();
+        tokenswift_infer::model::config::ModelConfig::from_file(&model_dir().join("config.json"))
+            .unwrap();
     (c.num_heads, c.num_kv_heads)
 }
 
@@ -241,7 +243,7 @@ fn prompt_longer_than_the_context_is_an_error() {
 fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
     use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
     use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
-    use tokenswift_infer::heads::{DraftHeads, load_heads};
+    use tokenswift_infer::draft::heads::{DraftHeads, load_heads};
     let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
     let tok = TextTokenizer::load(model_dir()).unwrap();
     let committed =
@@ -301,9 +303,9 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
 
 /// The first 8192 tokens of the committed heads' ranking (`None` if the manifest has none).
 fn committed_draft_vocab(heads: &Path) -> Option<Vec<u32>> {
-    let m = tokenswift_infer::heads::HeadsManifest::load(&tokenswift_infer::heads::manifest_path(
-        heads,
-    ))
+    let m = tokenswift_infer::draft::heads::HeadsManifest::load(
+        &tokenswift_infer::draft::heads::manifest_path(heads),
+    )
     .unwrap();
     (!m.token_ranking.is_empty()).then(|| m.token_ranking.into_iter().take(8192).collect())
 }
@@ -315,7 +317,7 @@ fn committed_draft_vocab(heads: &Path) -> Option<Vec<u32>> {
 fn sampled_tokenswift_equals_sampled_ar_on_the_default_model() {
     use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
     use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
-    use tokenswift_infer::heads::{DraftHeads, load_heads};
+    use tokenswift_infer::draft::heads::{DraftHeads, load_heads};
     let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
     let tok = TextTokenizer::load(model_dir()).unwrap();
     let committed =

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device};
 use tokenswift_infer::decoding::trie::CandidateTrie;
-use tokenswift_infer::generate::logits_to_vec;
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
+use tokenswift_infer::tensor::to_host_f32;
 
 const TINY: &[&str] = &[
     "llama-mha",
@@ -72,7 +72,10 @@ fn both(name: &str) -> Vec<(&'static str, Model)> {
                 &golden_dir(name),
                 &Device::flex(),
                 DType::F32,
-                path == "cpu-kernels",
+                tokenswift_infer::model::LoadOptions {
+                    cpu_kernels: path == "cpu-kernels",
+                    ..Default::default()
+                },
             )
             .unwrap();
             (path, m)
@@ -103,7 +106,7 @@ fn tiny_models_match_transformers_in_one_pass() {
                     LogitRows::All,
                 )
                 .unwrap();
-            let ours = logits_to_vec(out.logits.unwrap());
+            let ours = to_host_f32(out.logits.unwrap());
             let vocab = model.config().vocab_size;
             let mut worst = 0f32;
             for (i, row) in g.logits.iter().enumerate() {
@@ -142,7 +145,7 @@ fn incremental_decoding_with_the_cache_matches_one_pass() {
                         LogitRows::Last,
                     )
                     .unwrap();
-                let ours = logits_to_vec(out.logits.unwrap());
+                let ours = to_host_f32(out.logits.unwrap());
                 assert_eq!(ours.len(), vocab);
                 let d = max_abs_diff(&ours, &g.logits[i]);
                 assert!(d < 1e-4, "{name} ({path}) step {i}: max |Δlogit| {d}");
@@ -197,7 +200,7 @@ fn tree_mask_case(model: &Model, prefix: &[u32]) {
             LogitRows::All,
         )
         .unwrap();
-    let tree_logits = logits_to_vec(out.logits.unwrap());
+    let tree_logits = to_host_f32(out.logits.unwrap());
     let vocab = model.config().vocab_size;
     for i in 0..q {
         // The root, then the node's path.
@@ -209,7 +212,7 @@ fn tree_mask_case(model: &Model, prefix: &[u32]) {
         let o = model
             .forward(&seq, &pos, &AttentionMask::Causal, &mut c, LogitRows::Last)
             .unwrap();
-        let reference = logits_to_vec(o.logits.unwrap());
+        let reference = to_host_f32(o.logits.unwrap());
         let d = max_abs_diff(&tree_logits[i * vocab..(i + 1) * vocab], &reference);
         assert!(d < 1e-4, "node {i}: max |Δlogit| {d}");
     }
@@ -238,8 +241,8 @@ fn tree_mask_case(model: &Model, prefix: &[u32]) {
         .forward(&seq, &pos, &AttentionMask::Causal, &mut c, LogitRows::Last)
         .unwrap();
     let d = max_abs_diff(
-        &logits_to_vec(next.logits.unwrap()),
-        &logits_to_vec(o.logits.unwrap()),
+        &to_host_f32(next.logits.unwrap()),
+        &to_host_f32(o.logits.unwrap()),
     );
     assert!(d < 1e-4, "after keep: max |Δlogit| {d}");
 }
@@ -439,7 +442,7 @@ fn missing_directory_and_unsupported_architecture() {
 #[test]
 fn missing_tokenizer_is_an_error() {
     let d = copy_tiny("llama-mha");
-    let e = tokenswift_infer::tokenizer::TextTokenizer::load(d.path())
+    let e = tokenswift_infer::load::tokenizer::TextTokenizer::load(d.path())
         .err()
         .unwrap()
         .to_string();
@@ -490,19 +493,17 @@ fn sharded_checkpoints_load() {
             LogitRows::Last,
         )
         .unwrap();
-    let d = max_abs_diff(
-        &logits_to_vec(out.logits.unwrap()),
-        g.logits.last().unwrap(),
-    );
+    let d = max_abs_diff(&to_host_f32(out.logits.unwrap()), g.logits.last().unwrap());
     assert!(d < 1e-4);
 }
 
-/// The published TokenSwift layout: heads stored inside the base checkpoint. The base loader
-/// leaves them alone, the heads loader finds them.
+/// The published TokenSwift layout: heads stored inside the base checkpoint. The base loader for
+/// such checkpoints leaves them alone, the heads loader finds them; the plain model loader, which
+/// knows nothing of heads, reports them as unused.
 #[test]
 fn heads_inside_a_base_checkpoint_load() {
-    use tokenswift_infer::heads::{DraftHeads, head_tensor_names};
-    use tokenswift_infer::weights::Checkpoint;
+    use tokenswift_infer::draft::heads::{DraftHeads, head_tensor_names, load_base};
+    use tokenswift_infer::load::weights::Checkpoint;
     let d = copy_tiny("llama-mha");
     rewrite_tensors(d.path(), |t| {
         for i in 0..3 {
@@ -516,7 +517,12 @@ fn heads_inside_a_base_checkpoint_load() {
             t.push((post, vec![32], vec![1.0; 32]));
         }
     });
-    let model = Model::load(d.path(), &Device::flex(), DType::F32).unwrap();
+    let e = Model::load(d.path(), &Device::flex(), DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model.medusa_layers.0.linear.weight"), "{e}");
+    let model = load_base(d.path(), &Device::flex(), DType::F32).unwrap();
     let mut ckpt = Checkpoint::open(d.path()).unwrap();
     assert_eq!(DraftHeads::count_in(&ckpt), 3);
     let heads = DraftHeads::from_checkpoint(&mut ckpt, 3, 32, 1e-5, &Device::flex()).unwrap();

@@ -6,20 +6,32 @@ use std::path::PathBuf;
 
 use burn::module::Param;
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use tokenswift_infer::decoding::ar::generate_ar;
 use tokenswift_infer::decoding::planner::{DraftMode, NgramLag, TreeChoice};
 use tokenswift_infer::decoding::session::{
     AcceptRule, ExternalDrafter, Faults, Session, TokenSwiftConfig, TokenSwiftStats,
     generate_tokenswift, run_session,
 };
 use tokenswift_infer::decoding::trie::CandidateTrie;
-use tokenswift_infer::generate::{forward_chunks, generate_ar, logits_to_vec};
-use tokenswift_infer::heads::DraftHeads;
+use tokenswift_infer::draft::heads::DraftHeads;
+use tokenswift_infer::draft::vocab::LmHeadSubset;
+use tokenswift_infer::model::prompt::forward_chunks;
 use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
 use tokenswift_infer::sampling::{SamplerRng, SamplingConfig};
+use tokenswift_infer::tensor::to_host_f32;
 
 fn tiny(name: &str, cpu_kernels: bool) -> Model {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/goldens/tiny-{name}"));
-    Model::load_with(&dir, &Device::flex(), DType::F32, cpu_kernels).unwrap()
+    Model::load_with(
+        &dir,
+        &Device::flex(),
+        DType::F32,
+        tokenswift_infer::model::LoadOptions {
+            cpu_kernels,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Random (not trained) heads, so the drafts are sometimes right and sometimes wrong.
@@ -168,7 +180,7 @@ fn tree_verify_logits_are_bit_identical_to_one_token_passes() {
                 LogitRows::All,
             )
             .unwrap();
-        let rows = logits_to_vec(out.logits.unwrap());
+        let rows = to_host_f32(out.logits.unwrap());
         let v = vocab as usize;
         let mut checked = 0;
         for node in 0..trie.len() {
@@ -187,7 +199,7 @@ fn tree_verify_logits_are_bit_identical_to_one_token_passes() {
                         LogitRows::Last,
                     )
                     .unwrap();
-                last = logits_to_vec(o.logits.unwrap());
+                last = to_host_f32(o.logits.unwrap());
             }
             let got: Vec<u32> = rows[node * v..(node + 1) * v]
                 .iter()
@@ -222,8 +234,8 @@ fn lm_head_subset_matches_the_full_columns() {
         let t = || Tensor::<2>::from_data(TensorData::new(x.clone(), [3, h]), model.device());
         let full = model.lm_head_rows(t());
         let ids = [5u32, 63, 0, 17, 42];
-        let sub = model.lm_head_subset(&ids).unwrap();
-        let got = model.lm_head_rows_subset(t(), &sub);
+        let sub = LmHeadSubset::new(&model, &ids).unwrap();
+        let got = sub.project(t());
         let v = model.config().vocab_size;
         for r in 0..3 {
             for (c, &id) in ids.iter().enumerate() {
@@ -234,8 +246,8 @@ fn lm_head_subset_matches_the_full_columns() {
                 );
             }
         }
-        assert!(model.lm_head_subset(&[64]).is_err());
-        assert!(model.lm_head_subset(&[]).is_err());
+        assert!(LmHeadSubset::new(&model, &[64]).is_err());
+        assert!(LmHeadSubset::new(&model, &[]).is_err());
     }
 }
 
@@ -248,7 +260,7 @@ fn restricted_draft_vocabulary_stays_lossless() {
     let s = greedy_with_penalty();
     let want = ar(&model, &p, 120, &s);
     // The prompt's tokens, most frequent first: the n-grams and the draft agree on them.
-    let ranking = tokenswift_infer::heads::rank_tokens([p.as_slice()], 64, 64);
+    let ranking = tokenswift_infer::draft::heads::rank_tokens([p.as_slice()], 64, 64);
     for draft in [DraftMode::Separate, DraftMode::Fused] {
         let cfg = TokenSwiftConfig {
             tree: TreeChoice::Fixed(vec![2, 2]),
@@ -384,13 +396,13 @@ fn sampling_distribution_matches_ar_and_the_test_has_teeth() {
 /// safetensors) loads and runs TokenSwift losslessly.
 #[test]
 fn published_layout_checkpoint_runs() {
-    use tokenswift_infer::heads::load_heads;
+    use tokenswift_infer::draft::heads::load_heads;
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/tiny-llama-mha");
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "generation_config.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
-    let base = tokenswift_infer::weights::Checkpoint::open(&src).unwrap();
+    let base = tokenswift_infer::load::weights::Checkpoint::open(&src).unwrap();
     let mut tensors = Vec::new();
     let names: Vec<String> = base.names().cloned().collect();
     let mut base = base;
@@ -400,12 +412,13 @@ fn published_layout_checkpoint_runs() {
     }
     let model = tiny("llama-mha", true);
     tensors.extend(random_heads(&model, 3).tensors());
-    tokenswift_infer::weights::write_f32_safetensors(
+    tokenswift_infer::load::weights::write_f32_safetensors(
         &dir.path().join("model.safetensors"),
         &tensors,
     )
     .unwrap();
-    let model = Model::load(dir.path(), &Device::flex(), DType::F32).unwrap();
+    let model =
+        tokenswift_infer::draft::heads::load_base(dir.path(), &Device::flex(), DType::F32).unwrap();
     let heads = load_heads(dir.path(), &model).unwrap();
     assert_eq!(heads.len(), 3);
     let p = prompt(20, 1, 64);
@@ -739,7 +752,7 @@ fn auto_modes_equal_ar_with_the_same_seed() {
     let heads = random_heads(&model, 6);
     let no_heads = DraftHeads::init_for(&model, 0, model.device());
     let p = prompt(40, 12, 64);
-    let ranking = tokenswift_infer::heads::rank_tokens([p.as_slice()], 64, 64);
+    let ranking = tokenswift_infer::draft::heads::rank_tokens([p.as_slice()], 64, 64);
     for seed in 0..4 {
         let s = sampled(seed);
         let want = ar(&model, &p, 100, &s);

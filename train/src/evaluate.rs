@@ -1,7 +1,7 @@
 //! Held-out accuracy of draft heads: per head, top-1/2/3 accuracy of predicting the token at
 //! `p + 2 + i` from the base's hidden state at `p`, on sequences the heads were not trained on.
 
-use tokenswift_infer::heads::DraftHeads;
+use tokenswift_infer::draft::heads::DraftHeads;
 use tokenswift_infer::model::Model;
 
 use crate::error::Result;

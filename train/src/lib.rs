@@ -1,4 +1,4 @@
-//! tokenswift-train: training TokenSwift's interrelated draft layers (SPEC §1) on a frozen base
+//! tokenswift-train: training TokenSwift's interrelated draft layers (DESIGN §1) on a frozen base
 //! model. The base runs without autodiff; only the heads are on the autodiff path, with the
 //! cross-entropy over the vocabulary computed in chunks. Binary: `train-heads`.
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
+use tokenswift_cli::{DeviceArg, ModelArgs, Ui, peak_rss_mib};
 use tokenswift_datasets::{CorpusSource, tokenize, training_sequences};
-use tokenswift_infer::cli_support::{DeviceChoice, ModelArgs, Ui, peak_rss_mib};
-use tokenswift_infer::heads::{
+use tokenswift_infer::draft::heads::{
     DraftHeads, HeadsManifest, base_fingerprint, load_heads, manifest_path, rank_tokens,
 };
 
@@ -27,7 +27,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 enum Preset {
     /// `paper` on a GPU, `cpu` on the CPU.
     Auto,
-    /// SPEC §1: seq 8192, lr 5e-3, wd 0.1, warm-up 50, cosine, 200 steps, batch 3 × accumulation 10.
+    /// DESIGN §1: seq 8192, lr 5e-3, wd 0.1, warm-up 50, cosine, 200 steps, batch 3 × accumulation 10.
     Paper,
     /// The default model on a 2-core CPU: seq 512, batch 1 × accumulation 4, 200 steps, warm-up
     /// 20 (same optimizer and schedule), about 35 minutes.
@@ -50,7 +50,7 @@ struct Cli {
     base: String,
     /// Compute device.
     #[arg(long, env = "TOKENSWIFT_DEVICE", value_enum, default_value = "auto")]
-    device: DeviceChoice,
+    device: DeviceArg,
     /// Corpus: `austen` (offline, Jane Austen's six novels; `persuasion` is held out), a
     /// directory of .txt files, a text file, or a .jsonl file with a `text` field.
     #[arg(long, default_value = "austen")]
@@ -200,7 +200,7 @@ fn held_out_sequences(
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tokenswift_infer::cli_support::exit_code(run(cli))
+    tokenswift_cli::exit_code(run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {

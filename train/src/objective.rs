@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
-use tokenswift_infer::heads::DraftHeads;
+use tokenswift_infer::draft::heads::DraftHeads;
 
 /// Per-head sums over the rows seen (divide by `rows` for means).
 #[derive(Debug, Clone, Default, PartialEq)]

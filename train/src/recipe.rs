@@ -40,7 +40,7 @@ pub enum Schedule {
 }
 
 impl Recipe {
-    /// The paper's recipe (SPEC §1): seq 8192, AdamW lr 5e-3, wd 0.1, 50 warm-up steps, cosine,
+    /// The paper's recipe (DESIGN §1): seq 8192, AdamW lr 5e-3, wd 0.1, 50 warm-up steps, cosine,
     /// 200 steps, batch 3 × accumulation 10 (per device).
     pub fn paper() -> Self {
         Self {

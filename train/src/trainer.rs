@@ -11,11 +11,11 @@ use burn::module::{Module, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use tokenswift_infer::cache::KvCache;
-use tokenswift_infer::generate::forward_chunks;
-use tokenswift_infer::heads::{DraftHeads, HeadsManifest, base_fingerprint, manifest_path};
+use tokenswift_infer::draft::heads::{DraftHeads, HeadsManifest, base_fingerprint, manifest_path};
+use tokenswift_infer::load::weights::Checkpoint;
+use tokenswift_infer::model::cache::KvCache;
+use tokenswift_infer::model::prompt::forward_chunks;
 use tokenswift_infer::model::{LogitRows, Model};
-use tokenswift_infer::weights::Checkpoint;
 
 use crate::error::{Result, TrainError};
 use crate::objective::{HeadStats, sequence_pass};
@@ -310,14 +310,10 @@ impl<'m> Trainer<'m> {
             tokens += seq.len();
         }
         let lr = self.recipe.lr_at(self.step);
-        let heads = std::mem::replace(
-            &mut self.heads,
-            DraftHeads {
-                layers: Vec::new(),
-                eps: 0.0,
-            },
-        );
-        self.heads = self.optim.step(lr, heads, acc.grads());
+        // The optimiser consumes the module and returns the updated one. A clone shares the
+        // parameters' storage (a few MB, next to a base forward pass of seconds), so no
+        // placeholder module is needed while it runs.
+        self.heads = self.optim.step(lr, self.heads.clone(), acc.grads());
         let log = StepLog::from_stats(self.step, lr, &stats, tokens, t0.elapsed().as_secs_f64());
         self.step += 1;
         self.history.push(log.clone());

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use tokenswift_infer::heads::{DraftHeads, load_heads};
+use tokenswift_infer::draft::heads::{DraftHeads, load_heads};
 use tokenswift_infer::model::Model;
 use tokenswift_train::objective::{HeadStats, sequence_pass, valid_rows};
 use tokenswift_train::trainer::{Trainer, base_hidden, train_device};
@@ -227,8 +227,8 @@ fn resume_continues_the_same_run() {
         .unwrap();
     let loaded = load_heads(&path, &model).unwrap();
     assert_eq!(loaded.len(), 3);
-    let manifest = tokenswift_infer::heads::HeadsManifest::load(
-        &tokenswift_infer::heads::manifest_path(&path),
+    let manifest = tokenswift_infer::draft::heads::HeadsManifest::load(
+        &tokenswift_infer::draft::heads::manifest_path(&path),
     )
     .unwrap();
     assert_eq!(manifest.token_ranking, vec![5, 2, 9]);

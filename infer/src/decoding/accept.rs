@@ -1,4 +1,4 @@
-//! Acceptance: the walk down the verified trie (SPEC §2 step 5), stricter than the reference code:
+//! Acceptance: the walk down the verified trie (DESIGN §2), stricter than the reference code:
 //! one target sample per *node*, never one per candidate row, so a draft token shared by several
 //! candidate paths is accepted with exactly the target probability of that token.
 

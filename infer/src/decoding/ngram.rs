@@ -1,4 +1,4 @@
-//! Token reutilisation (SPEC §4): n-gram statistics of the prompt and of the generated text, used
+//! Token reutilisation (DESIGN §4): n-gram statistics of the prompt and of the generated text, used
 //! as free drafts. Two tables, both updated incrementally (one n-gram at a time, no sort on the
 //! step's path) and both exact:
 //!

@@ -1,4 +1,4 @@
-//! Bookkeeping of the partial KV cache the draft pass attends to (SPEC §3, the reference's
+//! Bookkeeping of the partial KV cache the draft pass attends to (DESIGN §5, the reference's
 //! `RetrievalCache`): a budget of `B` slots holds the first `sinks` positions (attention sinks)
 //! and the `B − sinks` most important other positions, ranked by q·k importance; newly accepted
 //! tokens overwrite the least important selected entries from the end of the budget backwards, and

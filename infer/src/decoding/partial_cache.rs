@@ -1,13 +1,13 @@
-//! The partial KV cache the draft pass attends to (SPEC §3): per layer and KV head, `budget`
+//! The partial KV cache the draft pass attends to (DESIGN §5): per layer and KV head, `budget`
 //! slots holding the 16 attention sinks and the most important other positions by the current
 //! query's q·k (summed over the query heads of the KV group), filled from the full cache. Newly
 //! accepted tokens overwrite the least important entries from the end; when the recent region
 //! reaches the sinks, the next full-cache draft pass re-selects over the whole history.
 //! Memory is O(budget) whatever the output length.
 
-use crate::cache::KvCache;
 use crate::error::Result;
 use crate::model::Model;
+use crate::model::cache::KvCache;
 
 use super::partial::{PartialSlots, SINKS, select_positions};
 
@@ -17,8 +17,6 @@ pub struct PartialKvCache {
     /// Slot bookkeeping per layer and KV head (the cursors move together).
     slots: Vec<Vec<PartialSlots>>,
     budget: usize,
-    /// Number of re-selections so far (the first build included).
-    pub selections: usize,
 }
 
 /// Importance of every cached position for each layer and KV head: the dot product of the key
@@ -58,7 +56,6 @@ impl PartialKvCache {
             cache: model.new_cache(budget + 1),
             slots: Vec::new(),
             budget,
-            selections: 0,
         }
     }
 
@@ -89,7 +86,6 @@ impl PartialKvCache {
             .into_iter()
             .map(|l| l.into_iter().map(|p| PartialSlots::new(p, SINKS)).collect())
             .collect();
-        self.selections += 1;
         Ok(())
     }
 

@@ -766,8 +766,9 @@ impl Planner {
         };
         if let TreeChoice::Fixed(a) = &cfg.tree {
             if draft == DraftMode::None {
-                return Err(InferError::Context(
-                    "--draft none drafts n-grams only; it needs --tree auto".into(),
+                return Err(InferError::setting(
+                    "draft",
+                    "`none` drafts n-grams only and needs the `auto` tree",
                 ));
             }
             let max_depth = match draft {
@@ -775,20 +776,24 @@ impl Planner {
                 _ => k + 1,
             };
             if a.len() > max_depth {
-                return Err(InferError::Context(format!(
-                    "--tree has {} levels but {k} heads give at most {max_depth} in {} mode",
-                    a.len(),
-                    if draft == DraftMode::Separate {
-                        "separate"
-                    } else {
-                        "fused"
-                    }
-                )));
+                return Err(InferError::setting(
+                    "tree",
+                    format!(
+                        "has {} levels but {k} heads give at most {max_depth} in {} mode",
+                        a.len(),
+                        if draft == DraftMode::Separate {
+                            "separate"
+                        } else {
+                            "fused"
+                        }
+                    ),
+                ));
             }
         }
         if k == 0 && matches!(draft, DraftMode::Fused | DraftMode::Separate) {
-            return Err(InferError::Context(
-                "the draft heads are empty: a fixed --draft needs at least one head".into(),
+            return Err(InferError::setting(
+                "draft",
+                "`separate` or `fused` needs at least one draft head",
             ));
         }
         Ok(Self {

@@ -1,4 +1,4 @@
-//! The TokenSwift decoding session (SPEC §2): the one place where the model, the caches, the
+//! The TokenSwift decoding session (DESIGN §2): the one place where the model, the caches, the
 //! candidate trie and sampling meet. One step is five named phases:
 //!
 //! 1. **draft** — the sources the planner asks for propose candidates below the root (the last
@@ -21,15 +21,14 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, Tensor};
 
-use crate::cache::KvCache;
+use crate::draft::heads::DraftHeads;
+use crate::draft::vocab::{Choices, DraftProjection};
 use crate::error::{InferError, Result};
-use crate::generate::{check_context, forward_chunks, logits_to_vec};
-use crate::heads::DraftHeads;
-use crate::model::{AttentionMask, LmHeadSubset, LogitRows, Model};
-use crate::sampling::{
-    SamplerRng, SamplingConfig, adjust_logits, draw, draw_ranked, penalty_window_tokens,
-    top_k_indices,
-};
+use crate::model::cache::KvCache;
+use crate::model::prompt::{check_context, forward_chunks};
+use crate::model::{AttentionMask, LogitRows, Model, Outputs};
+use crate::sampling::{SamplerRng, SamplingConfig, draw, draw_ranked, penalty_window_tokens};
+use crate::tensor::to_host_f32;
 
 use super::accept::{AcceptOutcome, accept_path, accept_per_row_reference};
 use super::ngram::{ContextTable, NgramTable};
@@ -125,6 +124,31 @@ impl Default for TokenSwiftConfig {
 }
 
 impl TokenSwiftConfig {
+    /// The partial-cache budget for a run of `prompt_len + gen_len` tokens: `requested`, or the
+    /// default ([`DEFAULT_KV_BUDGET`], or the whole run when shorter). A budget must exceed the
+    /// attention sinks and cannot exceed the run.
+    pub fn kv_budget_for(
+        requested: Option<usize>,
+        prompt_len: usize,
+        gen_len: usize,
+    ) -> Result<usize> {
+        let total = prompt_len + gen_len;
+        match requested {
+            Some(b) if b > total => Err(InferError::setting(
+                "kv_budget",
+                format!(
+                    "{b} is larger than the prompt plus the generation ({total} tokens); give at most {total}"
+                ),
+            )),
+            Some(b) if b <= SINKS => Err(InferError::setting(
+                "kv_budget",
+                format!("must be larger than the {SINKS} attention sinks, got {b}"),
+            )),
+            Some(b) => Ok(b),
+            None => Ok(DEFAULT_KV_BUDGET.min(total).max(SINKS + 1)),
+        }
+    }
+
     /// The paper's configuration: tree `1,3,3,3`, the separate draft pass, k = 20 n-gram chains
     /// per depth-1 token fed one penalty window behind (`--tree 1,3,3,3 --draft separate
     /// --ngram-topk 20 --ngram-lag paper`).
@@ -206,108 +230,6 @@ pub struct StepReport<'a> {
     pub stats: &'a TokenSwiftStats,
 }
 
-/// The draft's `lm_head`: the whole vocabulary, or a subset with its index maps.
-enum DraftHead {
-    Full,
-    Subset(Box<SubsetDraft>),
-}
-
-struct SubsetDraft {
-    head: LmHeadSubset,
-    /// Column of each vocabulary token in the subset (`u32::MAX`: not in it).
-    column: Vec<u32>,
-    /// The sampling settings with banned tokens mapped to subset columns.
-    cfg: SamplingConfig,
-}
-
-/// A draft distribution's best tokens, most likely first, with their draft probabilities.
-type Choices = Vec<(u32, f32)>;
-
-impl DraftHead {
-    fn new(model: &Model, ids: Option<&[u32]>, sampling: &SamplingConfig) -> Result<Self> {
-        let vocab = model.config().vocab_size;
-        let Some(ids) = ids.filter(|ids| ids.len() < vocab) else {
-            return Ok(DraftHead::Full);
-        };
-        let head = model.lm_head_subset(ids)?;
-        let mut column = vec![u32::MAX; vocab];
-        for (c, &t) in ids.iter().enumerate() {
-            column[t as usize] = c as u32;
-        }
-        let mut cfg = sampling.clone();
-        cfg.ban_tokens = sampling
-            .ban_tokens
-            .iter()
-            .filter_map(|&t| column.get(t as usize).copied().filter(|&c| c != u32::MAX))
-            .collect();
-        Ok(DraftHead::Subset(Box::new(SubsetDraft {
-            head,
-            column,
-            cfg,
-        })))
-    }
-
-    /// Columns of a draft row: the vocabulary, or the subset's size.
-    fn width(&self, vocab: usize) -> usize {
-        match self {
-            DraftHead::Full => vocab,
-            DraftHead::Subset(d) => d.head.len(),
-        }
-    }
-
-    /// `lm_head` on the normalised draft rows: `[rows, width]`.
-    fn logits(&self, model: &Model, normed: Tensor<2>) -> Vec<f32> {
-        match self {
-            DraftHead::Full => model.lm_head_rows(normed),
-            DraftHead::Subset(d) => model.lm_head_rows_subset(normed, &d.head),
-        }
-    }
-
-    /// The draft distributions' `widths[d]` best tokens per depth, most likely first, with their
-    /// probabilities: the rows get the deterministic part of the target's processing (ban,
-    /// temperature, penalty over the window) before the softmax.
-    fn choices(
-        &self,
-        sampling: &SamplingConfig,
-        rows: &mut [f32],
-        vocab: usize,
-        history: &[u32],
-        widths: &[usize],
-    ) -> Vec<Choices> {
-        let window = penalty_window_tokens(history, &[], sampling.penalty_window);
-        let (cfg, window) = match self {
-            DraftHead::Full => (sampling, window),
-            DraftHead::Subset(d) => (
-                &d.cfg,
-                window
-                    .iter()
-                    .map(|&t| d.column[t as usize])
-                    .filter(|&c| c != u32::MAX)
-                    .collect(),
-            ),
-        };
-        rows.chunks_exact_mut(self.width(vocab))
-            .zip(widths)
-            .map(|(row, &k)| {
-                adjust_logits(cfg, row, &window);
-                let top = top_k_indices(row, k.max(1));
-                let max = row[top[0] as usize];
-                let z: f32 = row.iter().map(|&l| (l - max).exp()).sum();
-                top.iter()
-                    .map(|&c| {
-                        let p = (row[c as usize] - max).exp() / z;
-                        let t = match self {
-                            DraftHead::Full => c,
-                            DraftHead::Subset(d) => d.head.ids()[c as usize],
-                        };
-                        (t, p)
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-}
-
 /// An n-gram table and how far behind the output it is fed.
 enum NgramSource {
     /// The paper's first-token table (fixed trees).
@@ -380,7 +302,7 @@ pub struct Session<'a> {
     partial: Option<PartialKvCache>,
     ngrams: Vec<NgramSource>,
     planner: Planner,
-    draft_head: DraftHead,
+    draft_head: DraftProjection,
     rng: SamplerRng,
     /// Prompt and generated tokens; the root (the last sampled token) is the last one.
     history: Vec<u32>,
@@ -420,10 +342,13 @@ impl<'a> Session<'a> {
             heads: heads.len(),
         })?;
         if cfg.kv_budget <= SINKS {
-            return Err(InferError::Context(format!(
-                "--kv-budget {} must be larger than the {SINKS} attention sinks",
-                cfg.kv_budget
-            )));
+            return Err(InferError::setting(
+                "kv_budget",
+                format!(
+                    "must be larger than the {SINKS} attention sinks, got {}",
+                    cfg.kv_budget
+                ),
+            ));
         }
         let gamma = heads.len() + 1;
         check_context(model, prompt.len(), max_new + gamma)?;
@@ -448,7 +373,7 @@ impl<'a> Session<'a> {
             Ok(())
         })?;
         stats.prefill_time = t0.elapsed();
-        let mut logits = logits_to_vec(last_logits.expect("a non-empty prompt yields logits"));
+        let mut logits = to_host_f32(last_logits.expect("a non-empty prompt yields logits"));
         let hidden = last_hidden.expect("a non-empty prompt");
 
         let started = Instant::now();
@@ -490,7 +415,7 @@ impl<'a> Session<'a> {
         for source in &mut ngrams {
             source.catch_up(&history);
         }
-        let draft_head = DraftHead::new(model, cfg.draft_vocab.as_deref(), sampling)?;
+        let draft_head = DraftProjection::new(model, cfg.draft_vocab.as_deref(), sampling)?;
         stats.draft_vocab = draft_head.width(vocab);
         Ok(Self {
             model,
@@ -742,7 +667,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The separate pass (SPEC §2 step 1): the root through the base over the partial cache (or
+    /// The separate pass (DESIGN §2): the root through the base over the partial cache (or
     /// the full cache when the history still fits the budget or a re-selection is due), then the
     /// heads on its hidden state; the base row and the heads' rows go through `lm_head` in one
     /// call. Returns the best tokens per depth (the base's first).
@@ -773,20 +698,20 @@ impl<'a> Session<'a> {
             // The whole history fits the budget, or a re-selection is due: draft with the full
             // cache (and take the current query for the selection).
             let select = pos + 1 > budget;
-            if select {
-                self.full.capture_queries();
-            }
-            let out = model.forward(
+            let outputs = Outputs {
+                logits: LogitRows::None,
+                last_queries: select,
+            };
+            let out = model.forward_with(
                 &[root],
                 &[pos],
                 &AttentionMask::Causal,
                 &mut self.full,
-                LogitRows::None,
+                outputs,
             )?;
             self.full.rollback_to(pos)?;
-            if select {
-                let queries = self.full.take_queries().expect("queries were captured");
-                partial.select(model, &self.full, &queries)?;
+            if let Some(queries) = &out.last_queries {
+                partial.select(model, &self.full, queries)?;
                 self.stats.partial_selections += 1;
             }
             out

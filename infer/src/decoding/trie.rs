@@ -1,6 +1,6 @@
 //! The candidate trie verified in one forward pass: the draft tree (a Medusa-style cartesian tree
 //! of per-depth top-k choices) and the n-gram chains, merged on shared prefixes so every path
-//! appears once and the acceptance walk is unambiguous (SPEC §2 steps 2–3).
+//! appears once and the acceptance walk is unambiguous (DESIGN §2).
 
 /// A trie of candidate continuations below a root token (the last sampled token, not yet in any
 /// cache). Node 0 is the root; nodes are stored parents-first.

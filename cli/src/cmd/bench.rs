@@ -1,0 +1,323 @@
+//! `tokenswift bench`: the cost curve of forward passes (q new tokens over a context), prefill and
+//! decode speed — and, with `--transformers`, the same figures from PyTorch `transformers` on the
+//! same weights and thread count, measured in the same run.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokenswift_infer::decoding::ar::generate_ar;
+use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
+use tokenswift_infer::sampling::SamplingConfig;
+use tokenswift_infer::tensor::to_host_f32;
+
+use tokenswift_cli::{ModelArgs, Ui};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Context lengths (cached tokens) to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "512,4096")]
+    pub contexts: Vec<usize>,
+    /// Numbers of new tokens per forward pass.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    pub q: Vec<usize>,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
+    /// Tokens generated for the decode-speed measurement.
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+    /// Also run scripts/bench_transformers.py with this Python (which must have torch and
+    /// transformers) on the same checkpoint and thread count.
+    #[arg(long)]
+    pub transformers: Option<PathBuf>,
+    /// Also measure the forward pass through plain burn ops (the path GPUs take) on the same
+    /// device, in this run, with the ratio to the CPU fast path.
+    #[arg(long)]
+    pub compare_burn_ops: bool,
+}
+
+/// Per context: per q, the median time and the median of the per-repetition ratios to q = 1.
+type Table = Vec<(usize, Vec<(usize, Duration, f64)>)>;
+
+/// What a timed pass computes after the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logits {
+    /// `lm_head` for every new row (what `--compare-burn-ops` and older tables measured).
+    AllRows,
+    /// `lm_head` for the first row only, as verification computes it (the rows its walk reaches,
+    /// usually one or two).
+    FirstRow,
+}
+
+/// Median forward time for every (context, q). Every repetition runs every q once, in order, so
+/// the ratio to q = 1 is taken within a repetition (this machine drifts by 10–40 % between runs).
+fn forward_table(model: &Model, args: &BenchArgs, ui: &Ui, logits: Logits) -> Result<Table> {
+    let cfg = model.config();
+    let max_q = *args.q.iter().max().unwrap();
+    let mut table = Vec::new();
+    for &ctx in &args.contexts {
+        if ctx + max_q > cfg.max_position_embeddings {
+            bail!(
+                "context {ctx} + {max_q} exceeds the model's context of {}",
+                cfg.max_position_embeddings
+            );
+        }
+        let mut cache = model.new_cache(ctx + max_q.max(1));
+        let pb = ui.spinner(format!("filling a {ctx}-token context"));
+        let prompt = filler(ctx, cfg.vocab_size);
+        tokenswift_infer::model::prompt::prefill(model, &prompt, &mut cache, &mut |_| {})?;
+        pb.finish_and_clear();
+        let mut times = vec![Vec::new(); args.q.len()];
+        let mut one = Vec::new();
+        let mut rows = Vec::new();
+        for rep in 0..args.reps + 1 {
+            for (j, &q) in std::iter::once(&1).chain(&args.q).enumerate() {
+                let toks = filler(q, cfg.vocab_size);
+                let pos: Vec<usize> = (ctx..ctx + q).collect();
+                let t = Instant::now();
+                match logits {
+                    Logits::AllRows => {
+                        let out = model.forward(
+                            &toks,
+                            &pos,
+                            &AttentionMask::Causal,
+                            &mut cache,
+                            LogitRows::All,
+                        )?;
+                        let _ = to_host_f32(out.logits.unwrap());
+                    }
+                    Logits::FirstRow => {
+                        let out = model.forward(
+                            &toks,
+                            &pos,
+                            &AttentionMask::Causal,
+                            &mut cache,
+                            LogitRows::None,
+                        )?;
+                        model.logits_of_rows_vec(&out.hidden, &[0], &mut rows);
+                    }
+                }
+                let d = t.elapsed();
+                cache.rollback_to(ctx)?;
+                if rep == 0 {
+                    continue; // warm-up
+                }
+                if j == 0 {
+                    one.push(d);
+                } else {
+                    times[j - 1].push(d);
+                }
+            }
+        }
+        let row = args
+            .q
+            .iter()
+            .zip(times)
+            .map(|(&q, t)| {
+                let mut ratios: Vec<f64> =
+                    t.iter().zip(&one).map(|(a, b)| ms(*a) / ms(*b)).collect();
+                ratios.sort_by(f64::total_cmp);
+                (q, median(t), ratios[ratios.len() / 2])
+            })
+            .collect();
+        table.push((ctx, row));
+    }
+    Ok(table)
+}
+
+/// Prints a forward-time table: each cell is the median time and, in brackets, the median ratio
+/// to q = 1 of the same repetitions; with `baseline`, also this / baseline.
+fn print_table(qs: &[usize], table: &Table, baseline: Option<&Table>) {
+    print!("| context |");
+    for q in qs {
+        print!(" q={q} |");
+    }
+    println!();
+    print!("|---|");
+    for _ in qs {
+        print!("---|");
+    }
+    println!();
+    for (i, (ctx, row)) in table.iter().enumerate() {
+        print!("| {ctx} |");
+        for (j, (_, d, ratio)) in row.iter().enumerate() {
+            match baseline {
+                Some(b) => print!(
+                    " {:.1} ({:.2}× fast path) |",
+                    ms(*d),
+                    ms(*d) / ms(b[i].1[j].1)
+                ),
+                None => print!(" {:.1} ({:.2}) |", ms(*d), ratio),
+            }
+        }
+        println!();
+    }
+}
+
+/// Median time of projecting 4 normalised rows through `lm_head` (or the subset `ids` of it).
+fn draft_projection(model: &Model, ids: Option<&[u32]>, reps: usize) -> Result<Duration> {
+    use burn::tensor::{Tensor, TensorData};
+    let h = model.config().hidden_size;
+    let x: Vec<f32> = (0..4 * h)
+        .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let subset = ids
+        .map(|ids| tokenswift_infer::draft::vocab::LmHeadSubset::new(model, ids))
+        .transpose()?;
+    let mut times = Vec::with_capacity(reps + 1);
+    for _ in 0..=reps {
+        let rows = Tensor::<2>::from_data(TensorData::new(x.clone(), [4, h]), model.device());
+        let t = Instant::now();
+        let out = match &subset {
+            Some(s) => s.project(rows),
+            None => model.lm_head_rows(rows),
+        };
+        times.push(t.elapsed());
+        std::hint::black_box(out);
+    }
+    times.remove(0);
+    Ok(median(times))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Deterministic pseudo-text token ids (no tokenizer needed; the cost does not depend on them).
+fn filler(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + 13) % (vocab - 100) + 50) as u32)
+        .collect()
+}
+
+pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
+    if args.reps == 0 || args.contexts.is_empty() || args.q.is_empty() {
+        bail!("--reps, --contexts and --q must be non-empty and positive");
+    }
+    let (dir, model, _tok) = args.model.load(&ui)?;
+    let cfg = model.config().clone();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "# tokenswift bench — {} on {:?}, {} threads",
+        dir.display(),
+        args.model.device,
+        threads
+    );
+    println!(
+        "\n## verify pass: q new tokens over a cached context, logits for the first row (what a TokenSwift verify computes); median of {} runs, ms (in brackets: the median ratio to q = 1 within a run)",
+        args.reps
+    );
+    let verify = forward_table(&model, &args, &ui, Logits::FirstRow)?;
+    print_table(&args.q, &verify, None);
+    println!("\n## forward pass with logits for every row (ms; ratio to q = 1)");
+    let fast = forward_table(&model, &args, &ui, Logits::AllRows)?;
+    print_table(&args.q, &fast, None);
+
+    println!(
+        "\n## prefill and decode (greedy; decode includes sampling and the host copy of logits)"
+    );
+    println!("| context | prefill tok/s | decode tok/s | ms/token |");
+    println!("|---|---|---|---|");
+    let greedy = SamplingConfig::greedy();
+    for &ctx in &args.contexts {
+        let prompt = filler(ctx, cfg.vocab_size);
+        let pb = ui.spinner(format!("prefill {ctx} + decode {}", args.decode_tokens));
+        let (_, stats) = generate_ar(
+            &model,
+            &prompt,
+            args.decode_tokens,
+            &greedy,
+            false,
+            &mut |_| Ok(()),
+        )?;
+        pb.finish_and_clear();
+        println!(
+            "| {ctx} | {:.0} | {:.2} | {:.1} |",
+            stats.prefill_tokens_per_second(),
+            stats.decode_tokens_per_second(),
+            1e3 / stats.decode_tokens_per_second()
+        );
+    }
+
+    println!(
+        "\n## draft projection: 4 rows (base + 3 heads) through lm_head (median of {} runs, ms)",
+        args.reps.max(5) * 4
+    );
+    println!("| draft vocabulary | ms | / whole vocabulary |\n|---|---|---|");
+    let full = draft_projection(&model, None, args.reps.max(5) * 4)?;
+    println!("| {} (whole) | {:.2} | 1.00 |", cfg.vocab_size, ms(full));
+    for n in [16384usize, 8192, 4096] {
+        if n >= cfg.vocab_size {
+            continue;
+        }
+        // The cost depends only on the subset's size, not on which tokens it holds.
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let d = draft_projection(&model, Some(&ids), args.reps.max(5) * 4)?;
+        println!("| {n} | {:.2} | {:.2} |", ms(d), ms(d) / ms(full));
+    }
+
+    if args.compare_burn_ops && model.uses_cpu_kernels() {
+        let (device, dtype) = args.model.device.choice().resolve()?;
+        drop(model);
+        let burn = Model::load_with(
+            &dir,
+            &device,
+            dtype,
+            tokenswift_infer::model::LoadOptions {
+                cpu_kernels: false,
+                ..Default::default()
+            },
+        )?;
+        println!(
+            "\n## the same through plain burn ops, this run (ms; in brackets: burn ops / fast path)"
+        );
+        let slow = forward_table(&burn, &args, &ui, Logits::AllRows)?;
+        print_table(&args.q, &slow, Some(&fast));
+    }
+
+    if let Some(py) = &args.transformers {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_transformers.py");
+        println!(
+            "\n## transformers (PyTorch CPU, same checkpoint, {threads} threads), measured now"
+        );
+        let ctxs: Vec<String> = args.contexts.iter().map(|c| c.to_string()).collect();
+        let qs: Vec<String> = args.q.iter().map(|c| c.to_string()).collect();
+        let status = Command::new(py)
+            .arg(&script)
+            .arg("--model")
+            .arg(&dir)
+            .args([
+                "--contexts",
+                &ctxs.join(","),
+                "--q",
+                &qs.join(","),
+                "--reps",
+                &args.reps.to_string(),
+            ])
+            .args([
+                "--decode-tokens",
+                &args.decode_tokens.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .status()
+            .with_context(|| format!("cannot run {}", py.display()))?;
+        if !status.success() {
+            bail!("{} {} failed", py.display(), script.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The command-line layer shared by the three binaries (`tokenswift`, `train-heads`,
+//! `tokenswift-eval`): flag groups (clap), progress display (indicatif) and the exit path. The
+//! rules behind the flags live in the libraries; errors that name a setting are shown here as the
+//! flag that sets it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokenswift_infer::InferError;
+use tokenswift_infer::decoding::corpus::{CorpusNgrams, corpus_ngrams};
+use tokenswift_infer::decoding::ngram::ContextTable;
+use tokenswift_infer::decoding::planner::{DraftMode, NgramLag, TreeChoice};
+use tokenswift_infer::decoding::session::{DEFAULT_NGRAM_TOPK, TokenSwiftConfig};
+use tokenswift_infer::device::DeviceChoice;
+use tokenswift_infer::draft::heads::{DraftHeads, load_base, load_heads};
+use tokenswift_infer::draft::resolve::{draft_vocabulary, heads_path};
+use tokenswift_infer::draft::vocab::DEFAULT_DRAFT_VOCAB;
+use tokenswift_infer::load::hub::resolve_model;
+use tokenswift_infer::load::tokenizer::TextTokenizer;
+use tokenswift_infer::model::Model;
+use tokenswift_infer::sampling::SamplingConfig;
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The first compiled-in device that works: cuda, then vulkan, then flex.
+    Auto,
+    /// burn's flex CPU backend (f32).
+    Flex,
+    /// NVIDIA GPU through CUDA (bf16); needs the `cuda` feature.
+    Cuda,
+    /// Any Vulkan GPU through wgpu (f32); needs the `vulkan` feature.
+    Vulkan,
+}
+
+impl DeviceArg {
+    pub fn choice(self) -> DeviceChoice {
+        match self {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Flex => DeviceChoice::Flex,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+            DeviceArg::Vulkan => DeviceChoice::Vulkan,
+        }
+    }
+}
+
+/// Model selection.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A local checkpoint directory, a known alias (smollm2-135m, qwen2.5-1.5b, qwen2.5-7b,
+    /// qwen2.5-14b, llama3.1-8b, llama2-7b-yarn-128k) or a Hugging Face `org/name`.
+    #[arg(long, env = "TOKENSWIFT_MODEL", default_value = "smollm2-135m")]
+    pub model: String,
+    /// Compute device.
+    #[arg(long, env = "TOKENSWIFT_DEVICE", value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+}
+
+impl ModelArgs {
+    /// Resolves, fetches if needed, and loads the model (heads stored inside its checkpoint are
+    /// left to the heads loader) and its tokenizer.
+    pub fn load(&self, ui: &Ui) -> Result<(PathBuf, Model, TextTokenizer)> {
+        let dir = resolve_model(&self.model, &|m| ui.note(m))?;
+        let (device, dtype) = self.device.choice().resolve()?;
+        let spinner = ui.spinner(format!("loading {}", dir.display()));
+        let model = load_base(&dir, &device, dtype)?;
+        let tokenizer = TextTokenizer::load(&dir)?;
+        spinner.finish_and_clear();
+        Ok((dir, model, tokenizer))
+    }
+}
+
+/// Sampling flags, shared by every command that samples.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 = greedy decoding (argmax).
+    #[arg(
+        long,
+        env = "TOKENSWIFT_TEMPERATURE",
+        allow_negative_numbers = true,
+        default_value_t = SamplingConfig::default().temperature
+    )]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, env = "TOKENSWIFT_TOP_K", default_value_t = SamplingConfig::default().top_k)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability (1 = off).
+    #[arg(
+        long,
+        env = "TOKENSWIFT_TOP_P",
+        allow_negative_numbers = true,
+        default_value_t = SamplingConfig::default().top_p
+    )]
+    pub top_p: f32,
+    /// Drop tokens below min-p × the top token's probability (0 = off; paper: 0.1).
+    #[arg(
+        long,
+        env = "TOKENSWIFT_MIN_P",
+        allow_negative_numbers = true,
+        default_value_t = SamplingConfig::default().min_p
+    )]
+    pub min_p: f32,
+    /// The filters above never keep fewer tokens than this.
+    #[arg(
+        long,
+        env = "TOKENSWIFT_MIN_TOKENS_TO_KEEP",
+        default_value_t = SamplingConfig::default().min_tokens_to_keep
+    )]
+    pub min_tokens_to_keep: usize,
+    /// Eta-sampling epsilon (0 = off).
+    #[arg(
+        long,
+        env = "TOKENSWIFT_ETA",
+        allow_negative_numbers = true,
+        default_value_t = SamplingConfig::default().eta
+    )]
+    pub eta: f32,
+    /// Contextual penalty for tokens in the window (1 = off; paper: 1.2).
+    #[arg(
+        long,
+        env = "TOKENSWIFT_PENALTY",
+        allow_negative_numbers = true,
+        default_value_t = SamplingConfig::default().penalty
+    )]
+    pub penalty: f32,
+    /// Number of most recent tokens the penalty looks at (0 = no penalty).
+    #[arg(
+        long,
+        env = "TOKENSWIFT_PENALTY_WINDOW",
+        default_value_t = SamplingConfig::default().penalty_window
+    )]
+    pub penalty_window: usize,
+    /// Comma-separated token ids that are never generated.
+    #[arg(long, env = "TOKENSWIFT_BAN_TOKENS", value_delimiter = ',')]
+    pub ban_tokens: Vec<u32>,
+    /// Seed of the sampler.
+    #[arg(long, env = "TOKENSWIFT_SEED", default_value_t = SamplingConfig::default().seed)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplingConfig {
+        SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            min_tokens_to_keep: self.min_tokens_to_keep,
+            eta: self.eta,
+            penalty: self.penalty,
+            penalty_window: self.penalty_window,
+            ban_tokens: self.ban_tokens.clone(),
+            seed: self.seed,
+        }
+    }
+}
+
+/// How TokenSwift drafts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DraftArg {
+    /// Chosen per step by measured gain: n-grams only, the heads on the verify pass's hidden
+    /// state, or the separate pass (with a fixed tree: separate when the tree has K+1 levels,
+    /// else fused).
+    Auto,
+    /// The paper's extra base pass over the partial KV cache, then the heads (K+1 depths).
+    Separate,
+    /// The heads on the verify pass's hidden state: no extra pass, K depths.
+    Fused,
+    /// No heads: n-gram lookup drafts only (needs `--tree auto`).
+    None,
+}
+
+/// TokenSwift options (shared with the benchmarks). The paper's configuration is
+/// `--tree 1,3,3,3 --draft separate --ngram-topk 20 --ngram-lag paper`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenSwiftArgs {
+    /// Draft heads: a heads file (with its .json manifest) or a checkpoint directory with the
+    /// heads inside (published TokenSwift layout). Default for the default model: the committed
+    /// heads.
+    #[arg(long, env = "TOKENSWIFT_HEADS")]
+    pub heads: Option<PathBuf>,
+    /// `auto`: each step verifies the candidates (heads, n-grams) that maximise expected tokens
+    /// per second under measured costs and acceptance, possibly none (a plain AR step). Or a
+    /// fixed arity per depth verified whole every step (`1,3,3,3` = the paper's 40-node tree).
+    #[arg(long, env = "TOKENSWIFT_TREE", default_value = "auto", value_parser = TreeChoice::parse)]
+    pub tree: TreeChoice,
+    /// With a fixed tree: n-gram chains retrieved per depth-1 token (the paper's k = 20). With
+    /// `--tree auto`: alternative first tokens per lookup draft (at most 4). 0 = no n-grams.
+    #[arg(long, env = "TOKENSWIFT_NGRAM_TOPK", default_value_t = DEFAULT_NGRAM_TOPK)]
+    pub ngram_topk: usize,
+    /// How far behind the emitted text the n-gram tables are fed: `paper` (one penalty window,
+    /// so recently penalised n-grams are not proposed), a number of tokens (0 = at once), or
+    /// `auto` (both tables, whichever is accepted more often).
+    #[arg(long, env = "TOKENSWIFT_NGRAM_LAG", default_value = "auto", value_parser = NgramLag::parse)]
+    pub ngram_lag: NgramLag,
+    /// Partial KV cache budget for the separate draft pass (sinks included). Default 4096, or
+    /// the whole prompt + generation when shorter.
+    #[arg(long, env = "TOKENSWIFT_KV_BUDGET")]
+    pub kv_budget: Option<usize>,
+    /// How the heads' drafts are produced.
+    #[arg(long, env = "TOKENSWIFT_DRAFT", value_enum, default_value = "auto")]
+    pub draft: DraftArg,
+    /// Tokens the draft may propose: the N most frequent of the heads' training corpus (their
+    /// manifest's ranking). Drafting projects onto N rows of `lm_head` instead of the whole
+    /// vocabulary, the largest single memory read of a draft; verification still uses the whole
+    /// vocabulary, so the output is unchanged. 0 = the whole vocabulary (also used when the
+    /// heads carry no ranking).
+    #[arg(long, env = "TOKENSWIFT_DRAFT_VOCAB", default_value_t = DEFAULT_DRAFT_VOCAB)]
+    pub draft_vocab: usize,
+    /// N-gram table of the heads' training corpus, a free draft source for `--tree auto`:
+    /// `auto` (the `.ngrams` file beside the heads, when there is one), `none`, or a file
+    /// written by `train-heads`.
+    #[arg(long, env = "TOKENSWIFT_CORPUS_NGRAMS", default_value = "auto")]
+    pub corpus_ngrams: String,
+}
+
+impl TokenSwiftArgs {
+    /// The engine settings for a prompt of `prompt` tokens and `gen_len` new ones (heads-derived
+    /// settings are filled by [`TokenSwiftArgs::draft`]).
+    pub fn config(
+        &self,
+        prompt: usize,
+        gen_len: usize,
+        stop_at_eos: bool,
+    ) -> Result<TokenSwiftConfig> {
+        Ok(TokenSwiftConfig {
+            tree: self.tree.clone(),
+            ngram_topk: self.ngram_topk,
+            ngram_lag: self.ngram_lag,
+            kv_budget: TokenSwiftConfig::kv_budget_for(self.kv_budget, prompt, gen_len)?,
+            draft: match self.draft {
+                DraftArg::Auto => DraftMode::Auto,
+                DraftArg::Separate => DraftMode::Separate,
+                DraftArg::Fused => DraftMode::Fused,
+                DraftArg::None => DraftMode::None,
+            },
+            stop_at_eos,
+            ..TokenSwiftConfig::default()
+        })
+    }
+
+    /// Where the heads for `model` are (see `--heads`).
+    pub fn heads_path(&self, model: &Model, model_dir: &Path) -> Result<PathBuf> {
+        Ok(heads_path(model, model_dir, self.heads.as_deref())?)
+    }
+
+    /// Loads the heads for `model` (see `--heads`).
+    pub fn load_heads(&self, model: &Model, model_dir: &Path) -> Result<DraftHeads> {
+        Ok(load_heads(&self.heads_path(model, model_dir)?, model)?)
+    }
+
+    /// The heads, their draft vocabulary (`--draft-vocab`) and their corpus n-gram table
+    /// (`--corpus-ngrams`).
+    pub fn draft(&self, model: &Model, model_dir: &Path) -> Result<Draft> {
+        let path = self.heads_path(model, model_dir)?;
+        Ok(Draft {
+            heads: load_heads(&path, model).context("cannot load the draft heads")?,
+            vocab: draft_vocabulary(model, &path, self.draft_vocab)?,
+            corpus_ngrams: corpus_ngrams(model, &path, &CorpusNgrams::parse(&self.corpus_ngrams))?,
+        })
+    }
+}
+
+/// The draft heads and their companions, as the flags chose them.
+pub struct Draft {
+    pub heads: DraftHeads,
+    pub vocab: Option<Vec<u32>>,
+    pub corpus_ngrams: Option<Arc<ContextTable>>,
+}
+
+impl Draft {
+    /// `cfg` with the draft vocabulary and the corpus table filled in.
+    pub fn apply(&self, cfg: TokenSwiftConfig) -> TokenSwiftConfig {
+        TokenSwiftConfig {
+            draft_vocab: self.vocab.clone(),
+            corpus_ngrams: self.corpus_ngrams.clone(),
+            ..cfg
+        }
+    }
+}
+
+/// Progress display on stderr, silenced by `--quiet`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub quiet: bool,
+}
+
+impl Ui {
+    pub fn note(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    fn target(&self) -> ProgressDrawTarget {
+        if self.quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        }
+    }
+
+    pub fn spinner(&self, msg: String) -> ProgressBar {
+        let pb = ProgressBar::with_draw_target(None, self.target());
+        pb.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap());
+        pb.set_message(msg);
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    }
+
+    pub fn bar(&self, len: u64, msg: &str) -> ProgressBar {
+        let pb = ProgressBar::with_draw_target(Some(len), self.target());
+        pb.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        pb.set_message(msg.to_string());
+        pb
+    }
+}
+
+/// Reads the prompt from `--prompt` or `--prompt-file`.
+pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<String> {
+    match (prompt, file) {
+        (Some(p), None) => Ok(p.clone()),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the prompt file {}", f.display())),
+        (Some(_), Some(_)) => bail!("give either --prompt or --prompt-file, not both"),
+        (None, None) => bail!("give a prompt with --prompt TEXT or --prompt-file FILE"),
+    }
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// One error of a chain as the command line shows it: a library setting as its flag
+/// (`top_p` → `--top-p`).
+fn as_flag(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.downcast_ref::<InferError>() {
+        Some(InferError::Setting { field, message }) => {
+            format!("--{} {message}", field.replace('_', "-"))
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The exit of every binary: success, or the error chain as one `error:` line and a failure code.
+pub fn exit_code(result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(as_flag).collect();
+            eprintln!("error: {}", chain.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The host KV cache of the CPU fast path (DESIGN §6.2): per layer and KV head, keys as panels over
+//! positions and values as panels over head dimensions, so attention over a long cache is two
+//! kernel calls with no repacking.
+
+use super::kernels::{PANEL, Panels};
+
+/// Per layer, per KV head: keys as panels over positions (`[cap/16][head_dim][16]`, a `[positions,
+/// head_dim]` matrix for [`super::kernels::matmul_panels`]) and values as panels over head dims
+/// (`[head_dim/16][cap][16]`, a `[head_dim, positions]` matrix).
+pub struct HostKv {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    /// Temporaries of [`super::layer::layer_forward`], kept across layers and calls so the hot path does not
+    /// allocate (and fault in fresh pages) per layer.
+    pub(crate) scratch: Scratch,
+    /// Capacity rounded up to whole panels.
+    cap: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl HostKv {
+    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
+        let cap = capacity.next_multiple_of(PANEL);
+        let per_layer = kv_heads * cap * head_dim.next_multiple_of(PANEL);
+        Self {
+            scratch: Scratch::default(),
+            keys: (0..layers).map(|_| prefaulted(per_layer)).collect(),
+            values: (0..layers).map(|_| prefaulted(per_layer)).collect(),
+            cap,
+            kv_heads,
+            head_dim,
+        }
+    }
+
+    /// Reads the key and value of KV head `h` at `pos` (`head_dim` each).
+    pub fn read_kv(&self, layer: usize, h: usize, pos: usize, k: &mut [f32], v: &mut [f32]) {
+        self.read(layer, h, pos, k, v)
+    }
+
+    /// Writes the key and value of KV head `h` at `pos`.
+    pub fn write_kv(&mut self, layer: usize, h: usize, pos: usize, k: &[f32], v: &[f32]) {
+        self.write(layer, h, pos, k, v)
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    fn head_len(&self) -> usize {
+        self.cap * self.head_dim.next_multiple_of(PANEL)
+    }
+
+    /// Writes key/value vectors (`head_dim` each) of KV head `h` at `pos`.
+    pub(crate) fn write(&mut self, layer: usize, h: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let (hd, cap, base) = (self.head_dim, self.cap, h * self.head_len());
+        let kb = &mut self.keys[layer][base..];
+        let (panel, lane) = (pos / PANEL, pos % PANEL);
+        for (kk, &x) in k.iter().enumerate() {
+            kb[(panel * hd + kk) * PANEL + lane] = x;
+        }
+        let vb = &mut self.values[layer][base..];
+        for (d, &x) in v.iter().enumerate() {
+            vb[(d / PANEL) * cap * PANEL + pos * PANEL + d % PANEL] = x;
+        }
+    }
+
+    fn read(&self, layer: usize, h: usize, pos: usize, k: &mut [f32], v: &mut [f32]) {
+        let (hd, cap, base) = (self.head_dim, self.cap, h * self.head_len());
+        let kb = &self.keys[layer][base..];
+        let (panel, lane) = (pos / PANEL, pos % PANEL);
+        for (kk, x) in k.iter_mut().enumerate() {
+            *x = kb[(panel * hd + kk) * PANEL + lane];
+        }
+        let vb = &self.values[layer][base..];
+        for (d, x) in v.iter_mut().enumerate() {
+            *x = vb[(d / PANEL) * cap * PANEL + pos * PANEL + d % PANEL];
+        }
+    }
+
+    /// Moves position `from` to `to` in every layer and head.
+    pub fn move_position(&mut self, from: usize, to: usize) {
+        let (hd, cap, head_len) = (self.head_dim, self.cap, self.head_len());
+        let (fp, fl, tp, tl) = (from / PANEL, from % PANEL, to / PANEL, to % PANEL);
+        for layer in 0..self.keys.len() {
+            for h in 0..self.kv_heads {
+                let kb = &mut self.keys[layer][h * head_len..];
+                for kk in 0..hd {
+                    kb[(tp * hd + kk) * PANEL + tl] = kb[(fp * hd + kk) * PANEL + fl];
+                }
+                let vb = &mut self.values[layer][h * head_len..];
+                for d0 in (0..hd).step_by(PANEL) {
+                    let base = (d0 / PANEL) * cap * PANEL;
+                    let n = PANEL.min(hd - d0);
+                    vb.copy_within(
+                        base + from * PANEL..base + from * PANEL + n,
+                        base + to * PANEL,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Keys or values of `layer` at positions `0..len`, as `[kv_heads, len, head_dim]` row-major.
+    pub fn unpack(&self, layer: usize, len: usize, pick_keys: bool) -> Vec<f32> {
+        let hd = self.head_dim;
+        let mut out = vec![0f32; self.kv_heads * len * hd];
+        let mut k = vec![0f32; hd];
+        let mut v = vec![0f32; hd];
+        for h in 0..self.kv_heads {
+            for pos in 0..len {
+                self.read(layer, h, pos, &mut k, &mut v);
+                out[(h * len + pos) * hd..][..hd].copy_from_slice(if pick_keys { &k } else { &v });
+            }
+        }
+        out
+    }
+
+    pub(crate) fn key_panels(&self, layer: usize, h: usize, total: usize) -> Panels<'_> {
+        let len = self.head_len();
+        Panels {
+            data: &self.keys[layer][h * len..(h + 1) * len],
+            n: total,
+            k: self.head_dim,
+            stride: self.head_dim * PANEL,
+        }
+    }
+
+    pub(crate) fn value_panels(&self, layer: usize, h: usize, total: usize) -> Panels<'_> {
+        let len = self.head_len();
+        Panels {
+            data: &self.values[layer][h * len..(h + 1) * len],
+            n: self.head_dim,
+            k: total,
+            stride: self.cap * PANEL,
+        }
+    }
+}
+
+/// `n` zeros with every page already touched. A fresh allocation is mapped lazily, so the first
+/// write to each page faults; for a KV cache those faults would land in the middle of decoding,
+/// and a second run in the same process that reuses freed pages would not pay them, which biases
+/// side-by-side timings. Here they are paid at allocation, by every method alike.
+fn prefaulted(n: usize) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    for i in (0..n).step_by(1024) {
+        // SAFETY: i < n; a volatile write so the store to a zeroed page is not elided.
+        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0.0) };
+    }
+    v
+}
+
+/// Temporaries of [`super::layer::layer_forward`], kept across layers and calls so the hot path
+/// does not allocate (and fault in fresh pages) per layer.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) normed: Vec<f32>,
+    pub(crate) qkv: Vec<f32>,
+    pub(crate) attn: Vec<f32>,
+    pub(crate) qh: Vec<f32>,
+    pub(crate) scores: Vec<f32>,
+    pub(crate) oh: Vec<f32>,
+    pub(crate) o: Vec<f32>,
+    pub(crate) gu: Vec<f32>,
+    pub(crate) act: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_kv_round_trips_and_moves_positions() {
+        let mut kv = HostKv::new(2, 2, 8, 40);
+        let k: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let v: Vec<f32> = (0..8).map(|x| 10.0 + x as f32).collect();
+        kv.write(1, 1, 33, &k, &v);
+        let (mut k2, mut v2) = (vec![0f32; 8], vec![0f32; 8]);
+        kv.read(1, 1, 33, &mut k2, &mut v2);
+        assert_eq!((k2.clone(), v2.clone()), (k.clone(), v.clone()));
+        kv.move_position(33, 5);
+        kv.read(1, 1, 5, &mut k2, &mut v2);
+        assert_eq!((k2, v2), (k, v));
+        let keys = kv.unpack(1, 6, true);
+        assert_eq!(
+            &keys[(6 + 5) * 8..(6 + 6) * 8],
+            &[0., 1., 2., 3., 4., 5., 6., 7.]
+        );
+    }
+}

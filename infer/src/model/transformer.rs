@@ -1,0 +1,788 @@
+//! The decoder-only transformer shared by Llama (2, 3.1, YaRN, SmolLM2) and Qwen2/2.5:
+//! RMSNorm, rotary attention with GQA/MHA and optional q/k/v bias, SwiGLU MLP, tied or separate
+//! `lm_head`. The forward pass takes explicit positions and an arbitrary attention mask over
+//! [cached + new] tokens, and returns the last hidden state before the final norm (the draft heads
+//! read it) together with logits.
+//!
+//! Weight names follow the Hugging Face keys; the mapping lives in [`Model::load`] alone.
+
+use std::path::Path;
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+
+use crate::error::{InferError, Result};
+use crate::host::kernels::PackedMatrix;
+use crate::host::layer::{self as host, CpuDims, CpuLayer};
+use crate::load::weights::Checkpoint;
+use crate::model::cache::KvCache;
+use crate::model::config::ModelConfig;
+use crate::model::rope::{Rope, apply_rope};
+
+/// A linear map with an HF `[out, in]` weight, used through a strided transpose (no copy).
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+/// Whether `device` is burn's flex CPU device (where the CPU fast path can be used).
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+impl Linear {
+    /// # Shapes
+    /// `x: [rows, in]` → `[rows, out]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.weight.clone().transpose());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        }
+    }
+}
+
+/// Root-mean-square layer norm.
+#[derive(Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor<1>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// # Shapes
+    /// `x: [rows, hidden]` → `[rows, hidden]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let inv = x
+            .clone()
+            .square()
+            .mean_dim(1)
+            .add_scalar(self.eps)
+            .sqrt()
+            .recip();
+        x * inv * self.weight.clone().unsqueeze_dim(0)
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    attention: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// Which tokens attend to which, over `[cached + new]` positions.
+#[derive(Debug, Clone)]
+pub enum AttentionMask {
+    /// Every new token sees the whole cache and the new tokens up to itself.
+    Causal,
+    /// Every new token sees the whole cache; among the `q` new tokens, row `i` sees column `j`
+    /// where `allowed[i * q + j]` (a tree mask: each node sees its ancestors and itself).
+    Tree(Vec<bool>),
+}
+
+/// Which rows get logits (the `lm_head` product is the single largest matmul of a step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    All,
+    Last,
+    None,
+}
+
+/// What a forward pass returns beyond the hidden state ([`Model::forward_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outputs {
+    pub logits: LogitRows,
+    /// Each layer's queries of the last row (after RoPE, `heads × head_dim`): the "current
+    /// query" a partial KV cache ranks positions by.
+    pub last_queries: bool,
+}
+
+/// Result of one forward pass.
+pub struct ForwardOutput {
+    /// Last-layer hidden state before the final norm, `[q, hidden]`.
+    pub hidden: Tensor<2>,
+    /// Logits `[rows, vocab]` for the requested rows (`None` when not asked).
+    pub logits: Option<Tensor<2>>,
+    /// Per layer, the last row's queries (when asked).
+    pub last_queries: Option<Vec<Vec<f32>>>,
+}
+
+/// The base model.
+pub struct Model {
+    config: ModelConfig,
+    embed: Tensor<2>,
+    layers: Layers,
+    norm: RmsNorm,
+    lm_head: Option<Tensor<2>>,
+    rope: Rope,
+    device: Device,
+    dtype: DType,
+}
+
+/// The decoder layers, on one of the two execution paths.
+enum Layers {
+    /// burn tensor ops (GPUs, and flex when asked): the burn-ops path.
+    Burn(Vec<Block>),
+    /// Packed host copies of the weights: the CPU fast path ([`crate::host`]).
+    Host(Box<HostModel>),
+}
+
+/// Host copies of the weights for the CPU fast path ([`crate::host`]).
+struct HostModel {
+    dims: CpuDims,
+    layers: Vec<CpuLayer>,
+    embed: Vec<f32>,
+    norm: Vec<f32>,
+    lm_head: PackedMatrix,
+}
+
+/// How [`Model::load_with`] loads a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Use the CPU fast path (packed weights for the linear layers and `lm_head`) when the
+    /// device allows it (flex, f32). Without it every operation is a burn op, as on a GPU.
+    pub cpu_kernels: bool,
+    /// Tensors of the checkpoint that belong to something else stored with the model (draft
+    /// heads in the published layout), left to their own loader instead of being reported as
+    /// unused.
+    pub foreign: fn(&str) -> bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            cpu_kernels: true,
+            foreign: |_| false,
+        }
+    }
+}
+
+impl Model {
+    /// Loads the checkpoint in `dir` (`config.json` + safetensors) onto `device` as `dtype`.
+    /// Every tensor the model needs must be present with the right shape, and no tensor may be
+    /// left unused (rotary buffers excepted).
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_with(dir, device, dtype, LoadOptions::default())
+    }
+
+    /// As [`Model::load`], with [`LoadOptions`].
+    pub fn load_with(dir: &Path, device: &Device, dtype: DType, opts: LoadOptions) -> Result<Self> {
+        let cpu_kernels = opts.cpu_kernels;
+        if !dir.is_dir() {
+            return Err(InferError::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            ));
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let mut ckpt = Checkpoint::open(dir)?;
+        let model = Self::from_checkpoint(config, &mut ckpt, device, dtype, cpu_kernels)?;
+        let tied = model.config.tie_word_embeddings;
+        let unused = ckpt.unused(|n| {
+            (opts.foreign)(n)
+                || n.ends_with("rotary_emb.inv_freq")
+                || (tied && n == "lm_head.weight")
+        });
+        if !unused.is_empty() {
+            return Err(InferError::UnusedTensors {
+                dir: dir.to_path_buf(),
+                names: unused.join(", "),
+            });
+        }
+        Ok(model)
+    }
+
+    /// Builds the model from an open checkpoint (the one place where HF names are mapped).
+    pub fn from_checkpoint(
+        config: ModelConfig,
+        ckpt: &mut Checkpoint,
+        device: &Device,
+        dtype: DType,
+        cpu_kernels: bool,
+    ) -> Result<Self> {
+        let c = &config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let q_out = c.num_heads * hd;
+        let kv_out = c.num_kv_heads * hd;
+        let use_cpu = cpu_kernels && is_flex(device) && dtype == DType::F32;
+        let linear = |ckpt: &mut Checkpoint,
+                      name: &str,
+                      out: usize,
+                      inp: usize,
+                      bias: bool|
+         -> Result<Linear> {
+            Ok(Linear {
+                weight: ckpt.tensor(&format!("{name}.weight"), [out, inp], device, dtype)?,
+                bias: if bias {
+                    Some(ckpt.tensor(&format!("{name}.bias"), [out], device, dtype)?)
+                } else {
+                    None
+                },
+            })
+        };
+        let mut blocks = Vec::new();
+        let mut cpu_layers = Vec::new();
+        for i in 0..c.num_layers {
+            let p = format!("model.layers.{i}");
+            let b = c.attention_bias;
+            if use_cpu {
+                cpu_layers.push(Self::cpu_layer(c, ckpt, &p)?);
+                continue;
+            }
+            let attention = Attention {
+                q: linear(ckpt, &format!("{p}.self_attn.q_proj"), q_out, h, b)?,
+                k: linear(ckpt, &format!("{p}.self_attn.k_proj"), kv_out, h, b)?,
+                v: linear(ckpt, &format!("{p}.self_attn.v_proj"), kv_out, h, b)?,
+                o: linear(ckpt, &format!("{p}.self_attn.o_proj"), h, q_out, false)?,
+            };
+            let mlp = Mlp {
+                gate: linear(
+                    ckpt,
+                    &format!("{p}.mlp.gate_proj"),
+                    c.intermediate_size,
+                    h,
+                    false,
+                )?,
+                up: linear(
+                    ckpt,
+                    &format!("{p}.mlp.up_proj"),
+                    c.intermediate_size,
+                    h,
+                    false,
+                )?,
+                down: linear(
+                    ckpt,
+                    &format!("{p}.mlp.down_proj"),
+                    h,
+                    c.intermediate_size,
+                    false,
+                )?,
+            };
+            blocks.push(Block {
+                input_norm: RmsNorm {
+                    weight: ckpt.tensor(
+                        &format!("{p}.input_layernorm.weight"),
+                        [h],
+                        device,
+                        dtype,
+                    )?,
+                    eps: c.rms_norm_eps,
+                },
+                attention,
+                post_norm: RmsNorm {
+                    weight: ckpt.tensor(
+                        &format!("{p}.post_attention_layernorm.weight"),
+                        [h],
+                        device,
+                        dtype,
+                    )?,
+                    eps: c.rms_norm_eps,
+                },
+                mlp,
+            });
+        }
+        let embed = ckpt.tensor(
+            "model.embed_tokens.weight",
+            [c.vocab_size, h],
+            device,
+            dtype,
+        )?;
+        let norm = RmsNorm {
+            weight: ckpt.tensor("model.norm.weight", [h], device, dtype)?,
+            eps: c.rms_norm_eps,
+        };
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(ckpt.tensor("lm_head.weight", [c.vocab_size, h], device, dtype)?)
+        };
+        let layers = if use_cpu {
+            let host = |t: &Tensor<2>| {
+                t.clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 weights")
+            };
+            let embed_host = host(&embed);
+            let head = lm_head.as_ref().map(host);
+            let lm = PackedMatrix::pack(head.as_ref().unwrap_or(&embed_host), c.vocab_size, h);
+            Layers::Host(Box::new(HostModel {
+                dims: CpuDims {
+                    hidden: h,
+                    heads: c.num_heads,
+                    kv_heads: c.num_kv_heads,
+                    head_dim: hd,
+                    ffn: c.intermediate_size,
+                    eps: c.rms_norm_eps as f32,
+                },
+                layers: cpu_layers,
+                embed: embed_host,
+                norm: norm
+                    .weight
+                    .clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 weights"),
+                lm_head: lm,
+            }))
+        } else {
+            Layers::Burn(blocks)
+        };
+        Ok(Self {
+            layers,
+            rope: Rope::new(c),
+            config,
+            embed,
+            norm,
+            lm_head,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// Packs one layer's weights for the CPU fast path (q/k/v and gate/up stacked).
+    fn cpu_layer(c: &ModelConfig, ckpt: &mut Checkpoint, p: &str) -> Result<CpuLayer> {
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let mut read = |name: &str, shape: &[usize]| ckpt.read_f32(&format!("{p}.{name}"), shape);
+        let mut qkv = read("self_attn.q_proj.weight", &[c.num_heads * hd, h])?;
+        qkv.extend(read("self_attn.k_proj.weight", &[c.num_kv_heads * hd, h])?);
+        qkv.extend(read("self_attn.v_proj.weight", &[c.num_kv_heads * hd, h])?);
+        let qkv_bias = if c.attention_bias {
+            let mut b = read("self_attn.q_proj.bias", &[c.num_heads * hd])?;
+            b.extend(read("self_attn.k_proj.bias", &[c.num_kv_heads * hd])?);
+            b.extend(read("self_attn.v_proj.bias", &[c.num_kv_heads * hd])?);
+            Some(b)
+        } else {
+            None
+        };
+        let ffn = c.intermediate_size;
+        let mut gate_up = read("mlp.gate_proj.weight", &[ffn, h])?;
+        gate_up.extend(read("mlp.up_proj.weight", &[ffn, h])?);
+        let width = (c.num_heads + 2 * c.num_kv_heads) * hd;
+        let o = read("self_attn.o_proj.weight", &[h, c.num_heads * hd])?;
+        let down = read("mlp.down_proj.weight", &[h, ffn])?;
+        Ok(CpuLayer {
+            input_norm: read("input_layernorm.weight", &[h])?,
+            qkv: PackedMatrix::pack(&qkv, width, h),
+            qkv_bias,
+            o: PackedMatrix::pack(&o, h, c.num_heads * hd),
+            post_norm: read("post_attention_layernorm.weight", &[h])?,
+            gate_up: PackedMatrix::pack(&gate_up, 2 * ffn, h),
+            down: PackedMatrix::pack(&down, h, ffn),
+        })
+    }
+
+    /// Whether this model runs on the CPU fast path.
+    pub fn uses_cpu_kernels(&self) -> bool {
+        matches!(self.layers, Layers::Host(_))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A cache for this model with room for `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(
+            &self.config,
+            capacity,
+            &self.device,
+            self.dtype,
+            matches!(self.layers, Layers::Host(_)),
+        )
+    }
+
+    /// The `lm_head` weight `[vocab, hidden]` (the embedding when tied).
+    pub fn lm_head_weight(&self) -> &Tensor<2> {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The embedding matrix `[vocab, hidden]`.
+    pub fn embedding_weight(&self) -> &Tensor<2> {
+        &self.embed
+    }
+
+    /// The final norm applied before `lm_head`.
+    pub fn final_norm(&self) -> &RmsNorm {
+        &self.norm
+    }
+
+    /// `lm_head(norm(hidden))`.
+    ///
+    /// # Shapes
+    /// `hidden: [rows, hidden]` → `[rows, vocab]`
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.layers {
+            Layers::Host(cpu) => {
+                let [rows, _] = hidden.dims();
+                let x = hidden
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 activations");
+                let l = host::logits(&x, rows, &cpu.norm, cpu.dims.eps, &cpu.lm_head);
+                Tensor::from_data(
+                    TensorData::new(l, [rows, self.config.vocab_size]),
+                    &self.device,
+                )
+            }
+            Layers::Burn(_) => self
+                .norm
+                .forward(hidden)
+                .matmul(self.lm_head_weight().clone().transpose()),
+        }
+    }
+
+    /// `lm_head(norm(hidden[rows]))` for the chosen rows of a forward pass's hidden state, into
+    /// `out` (`rows.len() × vocab` f32 on the host, so a buffer kept across steps is reused).
+    /// Verification computes logits only for the trie nodes its walk reaches; the rows equal, bit
+    /// for bit, those `LogitRows::All` would give (the kernel's accumulation order does not
+    /// depend on the number of rows).
+    ///
+    /// # Panics
+    /// If `out` does not hold `rows.len() × vocab` values (a caller bug, not user input).
+    pub fn logits_of_rows(&self, hidden: &Tensor<2>, rows: &[usize], out: &mut [f32]) {
+        let vocab = self.config.vocab_size;
+        assert_eq!(
+            out.len(),
+            rows.len() * vocab,
+            "one vocabulary-wide row per index"
+        );
+        if rows.is_empty() {
+            return;
+        }
+        match &self.layers {
+            Layers::Host(cpu) => {
+                let h = cpu.dims.hidden;
+                let all = hidden
+                    .clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 activations");
+                let mut picked = Vec::with_capacity(rows.len() * h);
+                let mut normed = vec![0f32; rows.len() * h];
+                for &r in rows {
+                    picked.extend_from_slice(&all[r * h..(r + 1) * h]);
+                }
+                host::rms_norm_rows(&picked, &cpu.norm, cpu.dims.eps, &mut normed);
+                crate::host::kernels::matmul_packed(&normed, rows.len(), &cpu.lm_head, out);
+            }
+            Layers::Burn(_) => {
+                let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+                let idx =
+                    Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &self.device);
+                let l = crate::tensor::to_host_f32(self.logits(hidden.clone().select(0, idx)));
+                out.copy_from_slice(&l);
+            }
+        }
+    }
+
+    /// As [`Model::logits_of_rows`] into a vector resized to fit.
+    pub fn logits_of_rows_vec(&self, hidden: &Tensor<2>, rows: &[usize], out: &mut Vec<f32>) {
+        out.resize(rows.len() * self.config.vocab_size, 0.0);
+        self.logits_of_rows(hidden, rows, out);
+    }
+
+    /// `lm_head` alone on rows that are already normalised (the base's final norm, or a draft
+    /// head's post norm), on the host as `[rows, vocab]` f32. Batching the base row and the heads'
+    /// rows into one call reads the (bandwidth-bound) `lm_head` once per draft instead of K + 1
+    /// times.
+    pub fn lm_head_rows(&self, normed: Tensor<2>) -> Vec<f32> {
+        match &self.layers {
+            Layers::Host(cpu) => {
+                let [rows, _] = normed.dims();
+                let x = normed
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 activations");
+                let mut out = vec![0f32; rows * cpu.lm_head.rows()];
+                crate::host::kernels::matmul_packed(&x, rows, &cpu.lm_head, &mut out);
+                out
+            }
+            Layers::Burn(_) => crate::tensor::to_host_f32(
+                normed
+                    .cast(self.dtype)
+                    .matmul(self.lm_head_weight().clone().transpose()),
+            ),
+        }
+    }
+
+    /// Runs `tokens` at `positions` through the model, appending their keys/values to `cache`.
+    ///
+    /// # Shapes
+    /// returns `hidden: [q, hidden]`, `logits: [q | 1, vocab]`
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        positions: &[usize],
+        mask: &AttentionMask,
+        cache: &mut KvCache,
+        rows: LogitRows,
+    ) -> Result<ForwardOutput> {
+        let outputs = Outputs {
+            logits: rows,
+            last_queries: false,
+        };
+        self.forward_with(tokens, positions, mask, cache, outputs)
+    }
+
+    /// As [`Model::forward`], with the outputs chosen by `outputs`.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        positions: &[usize],
+        mask: &AttentionMask,
+        cache: &mut KvCache,
+        outputs: Outputs,
+    ) -> Result<ForwardOutput> {
+        let rows = outputs.logits;
+        let q = tokens.len();
+        if q == 0 || positions.len() != q {
+            return Err(InferError::Context(format!(
+                "a forward pass needs one position per token (got {q} tokens, {} positions)",
+                positions.len()
+            )));
+        }
+        if let Some(&p) = positions.iter().max()
+            && p >= self.config.max_position_embeddings
+        {
+            return Err(InferError::Context(format!(
+                "position {p} is beyond the model's context of {} tokens",
+                self.config.max_position_embeddings
+            )));
+        }
+        if let Some(&t) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(InferError::Context(format!(
+                "token id {t} is outside the vocabulary of {} tokens",
+                self.config.vocab_size
+            )));
+        }
+        cache.ensure_room(q)?;
+        let total = cache.len() + q;
+        let bias_host = self.mask_bias(mask, q)?;
+        if cache.is_host() != matches!(self.layers, Layers::Host(_)) {
+            return Err(InferError::Cache(
+                "this KV cache was made for another model; create it with Model::new_cache".into(),
+            ));
+        }
+        let blocks = match &self.layers {
+            Layers::Host(cpu) => {
+                let bias = bias_host.as_deref();
+                return Ok(self.forward_host(cpu, tokens, positions, bias, cache, outputs));
+            }
+            Layers::Burn(blocks) => blocks,
+        };
+        let bias = bias_host.map(|b| {
+            // The burn path adds a dense `[q, total]` bias: zeros over the cache, then the block.
+            let block = Tensor::<2>::from_data(TensorData::new(b, [q, q]), &self.device);
+            let t = if total > q {
+                Tensor::cat(
+                    vec![Tensor::<2>::zeros([q, total - q], &self.device), block],
+                    1,
+                )
+            } else {
+                block
+            };
+            if self.dtype == DType::F32 {
+                t
+            } else {
+                t.cast(self.dtype)
+            }
+        });
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [q]), &self.device);
+        let mut x = self.embed.clone().select(0, ids);
+        let (mut cos, mut sin) = self.rope.cos_sin(positions, &self.device);
+        if self.dtype != DType::F32 {
+            cos = cos.cast(self.dtype);
+            sin = sin.cast(self.dtype);
+        }
+        let mut queries = outputs.last_queries.then(Vec::new);
+        for (layer, block) in blocks.iter().enumerate() {
+            let a = self.attention(
+                layer,
+                block,
+                block.input_norm.forward(x.clone()),
+                (&cos, &sin),
+                bias.as_ref(),
+                cache,
+                queries.as_mut(),
+            );
+            x = x + a;
+            let m = &block.mlp;
+            let hn = block.post_norm.forward(x.clone());
+            let act = silu(m.gate.forward(hn.clone())) * m.up.forward(hn);
+            x = x + m.down.forward(act);
+        }
+        cache.commit(q);
+        let logits = match rows {
+            LogitRows::All => Some(self.logits(x.clone())),
+            LogitRows::Last => Some(self.logits(x.clone().narrow(0, q - 1, 1))),
+            LogitRows::None => None,
+        };
+        Ok(ForwardOutput {
+            hidden: x,
+            logits,
+            last_queries: queries,
+        })
+    }
+
+    /// The forward pass on the CPU fast path: every layer on host memory.
+    fn forward_host(
+        &self,
+        cpu: &HostModel,
+        tokens: &[u32],
+        positions: &[usize],
+        bias: Option<&[f32]>,
+        cache: &mut KvCache,
+        outputs: Outputs,
+    ) -> ForwardOutput {
+        let rows = outputs.logits;
+        let (q, h) = (tokens.len(), cpu.dims.hidden);
+        let mut x = Vec::with_capacity(q * h);
+        for &t in tokens {
+            x.extend_from_slice(&cpu.embed[t as usize * h..(t as usize + 1) * h]);
+        }
+        let (cos, sin) = self.rope.cos_sin_values(positions);
+        let start = cache.len();
+        let kv = cache.host_mut();
+        let mut queries = outputs
+            .last_queries
+            .then(|| vec![Vec::new(); cpu.layers.len()]);
+        for (i, layer) in cpu.layers.iter().enumerate() {
+            let query = queries.as_mut().map(|q| &mut q[i]);
+            host::layer_forward(
+                cpu.dims,
+                layer,
+                i,
+                &mut x,
+                (q, start),
+                (&cos, &sin),
+                bias,
+                kv,
+                query,
+            );
+        }
+        cache.commit(q);
+        let vocab = self.config.vocab_size;
+        let (norm, eps) = (&cpu.norm, cpu.dims.eps);
+        let logits = match rows {
+            LogitRows::All => Some((host::logits(&x, q, norm, eps, &cpu.lm_head), q)),
+            LogitRows::Last => Some((
+                host::logits(&x[(q - 1) * h..], 1, norm, eps, &cpu.lm_head),
+                1,
+            )),
+            LogitRows::None => None,
+        }
+        .map(|(l, r)| Tensor::from_data(TensorData::new(l, [r, vocab]), &self.device));
+        ForwardOutput {
+            hidden: Tensor::from_data(TensorData::new(x, [q, h]), &self.device),
+            logits,
+            last_queries: queries,
+        }
+    }
+
+    /// Additive bias over the new tokens only, `[q, q]` (0 or -inf): every mask here lets every
+    /// new token see the whole cache, so the bias of the cached columns is zero and never built
+    /// (a dense `[q, cached + q]` bias would cost a long cache's worth of memory traffic per
+    /// pass). `None` when every new token sees every position.
+    fn mask_bias(&self, mask: &AttentionMask, q: usize) -> Result<Option<Vec<f32>>> {
+        let allowed: Vec<bool> = match mask {
+            AttentionMask::Causal if q == 1 => return Ok(None),
+            AttentionMask::Causal => (0..q).flat_map(|i| (0..q).map(move |j| j <= i)).collect(),
+            AttentionMask::Tree(t) => {
+                if t.len() != q * q {
+                    return Err(InferError::Context(format!(
+                        "a tree mask for {q} tokens needs {} entries, got {}",
+                        q * q,
+                        t.len()
+                    )));
+                }
+                t.clone()
+            }
+        };
+        Ok(Some(
+            allowed
+                .iter()
+                .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
+                .collect(),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: usize,
+        block: &Block,
+        x: Tensor<2>,
+        (cos, sin): (&Tensor<2>, &Tensor<2>),
+        bias: Option<&Tensor<2>>,
+        cache: &mut KvCache,
+        queries: Option<&mut Vec<Vec<f32>>>,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let [q, _] = x.dims();
+        let (nh, nkv, hd, group) = (c.num_heads, c.num_kv_heads, c.head_dim, c.group_size());
+        let att = &block.attention;
+        let heads = |t: Tensor<2>, n: usize| t.reshape([q, n, hd]).swap_dims(0, 1);
+        let qh = apply_rope(heads(att.q.forward(x.clone()), nh), cos, sin);
+        let kh = apply_rope(heads(att.k.forward(x.clone()), nkv), cos, sin);
+        let vh = heads(att.v.forward(x), nkv);
+        if let Some(queries) = queries {
+            let last = qh.clone().narrow(1, q - 1, 1);
+            queries.push(crate::tensor::to_host_f32(last.reshape([1, nh * hd])));
+        }
+        let (keys, values) = cache.write_and_view(layer, kh, vh);
+        let total = keys.dims()[1];
+        // Query heads h = kv * group + g share key/value head kv.
+        let qg = qh.reshape([nkv, group * q, hd]);
+        let scores = qg
+            .matmul(keys.swap_dims(1, 2))
+            .mul_scalar(1.0 / (hd as f64).sqrt());
+        let scores = match bias {
+            Some(b) => (scores.reshape([nkv, group, q, total]) + b.clone().unsqueeze::<4>())
+                .reshape([nkv, group * q, total]),
+            None => scores,
+        };
+        let probs = softmax(scores, 2);
+        let out = probs.matmul(values); // [nkv, group*q, hd]
+        let out = out
+            .reshape([nh, q, hd])
+            .swap_dims(0, 1)
+            .reshape([q, nh * hd]);
+        att.o.forward(out)
+    }
+}
