@@ -3,6 +3,10 @@
 //! rules behind the flags live in the libraries; errors that name a setting are shown here as the
 //! flag that sets it.
 
+pub mod hub;
+
+use hub::resolve_model;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +22,6 @@ use tokenswift_infer::device::DeviceChoice;
 use tokenswift_infer::draft::heads::{DraftHeads, load_base, load_heads};
 use tokenswift_infer::draft::resolve::{draft_vocabulary, heads_path};
 use tokenswift_infer::draft::vocab::DEFAULT_DRAFT_VOCAB;
-use tokenswift_infer::load::hub::resolve_model;
 use tokenswift_infer::load::tokenizer::TextTokenizer;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use tokenswift_infer::load::hub::resolve_model;
+use tokenswift_cli::hub::resolve_model;
 
 use tokenswift_cli::Ui;
 

