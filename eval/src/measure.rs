@@ -1,6 +1,10 @@
 //! One measurement cell: AR and TokenSwift on the same prompt, sampling and seed, one after the
-//! other (the order alternates between prompts so slow drift of the machine hits both), with the
-//! per-token latency of each read at checkpoints.
+//! other, with the per-token latency of each read at checkpoints.
+//!
+//! This machine drifts by 10–40 % between runs, so the timing is built to be fair: both methods
+//! are warmed up untimed first; each is timed from its first emitted token (setup and prefill are
+//! excluded alike); and a cell may be repeated with the order flipped each time (AR then
+//! TokenSwift, then TokenSwift then AR), the latencies summed over repetitions.
 
 use std::time::Instant;
 
@@ -27,8 +31,10 @@ pub struct Cell<'a> {
     pub checkpoints: Vec<usize>,
     pub sampling: SamplingConfig,
     pub ts: TokenSwiftConfig,
-    /// Run AR before TokenSwift (alternate this between prompts).
+    /// Run AR before TokenSwift in the first repetition (alternate this between prompts).
     pub ar_first: bool,
+    /// Repetitions, the order flipped each time (at least 1).
+    pub repeats: usize,
 }
 
 /// A finished cell.
@@ -36,6 +42,12 @@ pub struct CellOutcome {
     pub rows: Vec<Measurement>,
     pub ts_tokens: Vec<u32>,
     pub ar_tokens: Vec<u32>,
+}
+
+fn stopped_early(method: &str, reached: usize, of: usize) -> EvalError {
+    EvalError::Usage(format!(
+        "the {method} run stopped early ({reached} of {of} checkpoints reached)"
+    ))
 }
 
 /// Evenly spaced checkpoints: every `gen_len / count` tokens, plus any `extra` within range.
@@ -73,75 +85,88 @@ pub fn run_cell(
         &cell.ts,
         &mut |_| Ok(()),
     )?;
-    let mut ar_times = Vec::new();
-    let mut ts_times = Vec::new();
-    let mut ar_out = None;
+    // Per checkpoint: seconds since the first token, and tokens emitted since it, summed over
+    // repetitions.
+    let mut ar_acc = vec![(0f64, 0usize); cps.len()];
+    let mut ts_acc = vec![(0f64, 0usize); cps.len()];
+    let mut ar_out: Option<Vec<u32>> = None;
     let mut ts_out = None;
-    for turn in 0..2 {
-        let ar_turn = (turn == 0) == cell.ar_first;
-        if ar_turn {
-            let t0 = Instant::now();
-            let mut count = 0;
-            let (tokens, stats) = generate_ar(
-                model,
-                cell.prompt,
-                cell.gen_len,
-                &cell.sampling,
-                false,
-                &mut |_| {
-                    count += 1;
-                    if cps.contains(&count) {
-                        ar_times.push(t0.elapsed());
-                    }
-                    progress("AR", count);
-                    Ok(())
-                },
-            )?;
-            let prefill = stats.prefill_time;
-            ar_out = Some((tokens, prefill));
-        } else {
-            let t0 = Instant::now();
-            let mut count = 0;
-            let mut next = 0;
-            let (tokens, stats) = generate_tokenswift(
-                model,
-                heads,
-                cell.prompt,
-                cell.gen_len,
-                &cell.sampling,
-                &cell.ts,
-                &mut |step| {
-                    count += step.tokens.len();
-                    while next < cps.len() && cps[next] <= count {
-                        ts_times.push(t0.elapsed());
-                        next += 1;
-                    }
-                    progress("TokenSwift", count);
-                    Ok(())
-                },
-            )?;
-            ts_out = Some((tokens, stats));
+    let mut same_outputs = true;
+    for rep in 0..cell.repeats.max(1) {
+        let ar_first = (rep % 2 == 0) == cell.ar_first;
+        for turn in 0..2 {
+            if (turn == 0) == ar_first {
+                let mut first = None;
+                let mut count = 0;
+                let mut next = 0;
+                let (tokens, _) = generate_ar(
+                    model,
+                    cell.prompt,
+                    cell.gen_len,
+                    &cell.sampling,
+                    false,
+                    &mut |_| {
+                        count += 1;
+                        let t0 = *first.get_or_insert_with(Instant::now);
+                        while next < cps.len() && cps[next] <= count {
+                            ar_acc[next].0 += t0.elapsed().as_secs_f64();
+                            ar_acc[next].1 += count - 1;
+                            next += 1;
+                        }
+                        progress("AR", count);
+                        Ok(())
+                    },
+                )?;
+                if next < cps.len() {
+                    return Err(stopped_early("AR", next, cps.len()));
+                }
+                match &ar_out {
+                    Some(t) => same_outputs &= *t == tokens,
+                    None => ar_out = Some(tokens),
+                }
+            } else {
+                let mut first = None;
+                let mut count = 0;
+                let mut next = 0;
+                let (tokens, stats) = generate_tokenswift(
+                    model,
+                    heads,
+                    cell.prompt,
+                    cell.gen_len,
+                    &cell.sampling,
+                    &cell.ts,
+                    &mut |step| {
+                        count += step.tokens.len();
+                        let t0 = *first.get_or_insert_with(Instant::now);
+                        while next < cps.len() && cps[next] <= count {
+                            ts_acc[next].0 += t0.elapsed().as_secs_f64();
+                            ts_acc[next].1 += count - 1;
+                            next += 1;
+                        }
+                        progress("TokenSwift", count);
+                        Ok(())
+                    },
+                )?;
+                if next < cps.len() {
+                    return Err(stopped_early("TokenSwift", next, cps.len()));
+                }
+                match &ts_out {
+                    Some((t, _)) => same_outputs &= *t == tokens,
+                    None => ts_out = Some((tokens, stats)),
+                }
+            }
         }
     }
-    let (ar_tokens, ar_prefill) = ar_out.expect("AR ran");
+    let ar_tokens = ar_out.expect("AR ran");
     let (ts_tokens, stats) = ts_out.expect("TokenSwift ran");
-    if ar_times.len() != cps.len() || ts_times.len() != cps.len() {
-        return Err(EvalError::Usage(format!(
-            "a run stopped early ({} AR and {} TokenSwift checkpoints of {})",
-            ar_times.len(),
-            ts_times.len(),
-            cps.len()
-        )));
-    }
     let distinct = distinct_1_to_4(&ts_tokens);
-    let identical = i64::from(ts_tokens == ar_tokens);
+    let identical = i64::from(same_outputs && ts_tokens == ar_tokens);
     let rows = cps
         .iter()
         .enumerate()
         .map(|(i, &c)| {
-            let ar_ms = (ar_times[i].saturating_sub(ar_prefill)).as_secs_f64() * 1000.0 / c as f64;
-            let ts_ms =
-                (ts_times[i].saturating_sub(stats.prefill_time)).as_secs_f64() * 1000.0 / c as f64;
+            let per_token = |(secs, tokens): (f64, usize)| secs * 1000.0 / tokens.max(1) as f64;
+            let (ar_ms, ts_ms) = (per_token(ar_acc[i]), per_token(ts_acc[i]));
             Measurement {
                 experiment: cell.experiment.to_string(),
                 setting: cell.setting.clone(),

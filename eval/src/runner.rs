@@ -27,6 +27,8 @@ pub struct Bench {
     pub draft_vocab: Option<Vec<u32>>,
     /// The heads' corpus n-gram table (`--corpus-ngrams`), used by every `auto` cell.
     pub corpus_ngrams: Option<std::sync::Arc<tokenswift_infer::decoding::ngram::ContextTable>>,
+    /// Repetitions of every cell, the order of the two methods flipped each time.
+    pub repeats: usize,
 }
 
 /// One setting of a run: name, sampling, TokenSwift config.
@@ -77,6 +79,7 @@ pub fn run_grid(
                     ..s.ts.clone()
                 },
                 ar_first: i % 2 == 0,
+                repeats: bench.repeats,
             };
             let r = run_cell(&bench.model, &bench.heads, &cell, &mut |m, n| {
                 bar.set_message(format!("{experiment} {} prompt {i}: {m}", s.name));

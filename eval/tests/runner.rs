@@ -23,6 +23,7 @@ fn bench() -> Bench {
         heads,
         draft_vocab: None,
         corpus_ngrams: None,
+        repeats: 1,
         prompts: vec![
             (0..20).map(|i| (i * 7 % 64) as u32).collect(),
             (0..16).map(|i| (i * 5 % 64) as u32).collect(),

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Run directory.
     #[arg(long, default_value = "reports/run")]
     pub out: PathBuf,
+    /// Repetitions of every cell, the order of AR and TokenSwift flipped each time (this
+    /// machine drifts; 2 cancels a first-or-second bias). Latencies are summed over them.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
 }
 
 pub fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
@@ -73,6 +77,7 @@ pub fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
         draft_vocab: draft.vocab,
         corpus_ngrams: draft.corpus_ngrams,
         prompts,
+        repeats: run.repeats.max(1),
     })
 }
 

@@ -11,6 +11,7 @@ use tokenswift_eval::runner::run_grid;
 use super::ceiling::{RealRun, ceiling_report};
 use super::sweep::{Param, sampler_settings, sweep_settings};
 use super::{RunArgs, base_setting, load, write_text};
+
 #[derive(Debug, Args)]
 pub struct ReportsArgs {
     /// Output directory.
@@ -28,6 +29,9 @@ pub struct ReportsArgs {
     /// Only the speedup runs and the ceiling; keep the sweeps as they are.
     #[arg(long)]
     pub skip_sweeps: bool,
+    /// Repetitions of every cell, the order of AR and TokenSwift flipped each time.
+    #[arg(long, default_value_t = 2)]
+    pub repeats: usize,
 }
 
 pub fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
@@ -40,6 +44,8 @@ pub fn reports(a: ReportsArgs, ui: &Ui) -> Result<()> {
     let base = Defaults::try_parse_from(["reports"])
         .context("invalid TOKENSWIFT_* environment settings")?
         .run;
+    let mut base = base;
+    base.repeats = a.repeats;
     let mut speed = base.clone();
     speed.gen_len = a.gen_len;
     speed.prefill_len = 2048;

@@ -457,14 +457,16 @@ impl Candidates {
 
     /// The best set of candidates to verify: the prefix of the ranked candidates (sources in
     /// `mask`, at most `max_nodes`) that maximises expected emitted tokens (1 + `shrink` × the
-    /// sum of the path probabilities) per `cost(verified nodes, root included)`. Returns the
-    /// chosen nodes, parents first, and the expected tokens per second of the choice.
+    /// sum of the path probabilities) per `cost(verified nodes, root included)`, and beats a
+    /// plain AR step by more than `margin`. Returns the chosen nodes, parents first, and the
+    /// expected tokens per second of the choice.
     pub fn select(
         &self,
         mask: u8,
         max_nodes: usize,
         cost: &dyn Fn(usize) -> f64,
         shrink: f64,
+        margin: f64,
     ) -> (Vec<usize>, f64) {
         let (order, pp) = self.ranked(mask);
         let ar = 1.0 / cost(1).max(1e-12);
@@ -475,7 +477,7 @@ impl Candidates {
             let rate = expected / cost(n + 2).max(1e-12);
             // Leaving a plain AR step needs a clear expected gain: the cost curve is measured on
             // a noisy machine, and a marginal speculation lost to noise is a loss on average.
-            if rate > best.1 && rate > ar * (1.0 + SPECULATION_MARGIN) {
+            if rate > best.1 && rate > ar * (1.0 + margin) {
                 best = (n + 1, rate);
             }
         }
@@ -736,6 +738,9 @@ pub struct Planner {
     last_prediction: Option<(f64, f64)>,
     /// Decayed sums of (raw expected, realized) extra tokens of speculative steps.
     extra: (f64, f64),
+    /// Decayed sums over speculative steps of (tokens emitted, seconds, steps, seconds as plain
+    /// AR steps).
+    speculative: (f64, f64, f64, f64),
 }
 
 /// Predicted against realized, summed over the steps that verified candidates.
@@ -814,6 +819,7 @@ impl Planner {
             audit: Audit::default(),
             last_prediction: None,
             extra: (0.0, 0.0),
+            speculative: (0.0, 0.0, 0.0, 0.0),
         })
     }
 
@@ -881,8 +887,8 @@ impl Planner {
         }
         let costs = &self.costs;
         let cost = |q: usize| costs.cost(q);
-        let shrink = self.shrink();
-        let (chosen, rate) = cands.select(u8::MAX, AUTO_MAX_NODES, &cost, shrink);
+        let (shrink, margin) = (self.shrink(), self.margin());
+        let (chosen, rate) = cands.select(u8::MAX, AUTO_MAX_NODES, &cost, shrink, margin);
         self.last_prediction = (!chosen.is_empty()).then(|| {
             let secs = cost(chosen.len() + 1);
             (rate * secs, secs)
@@ -898,7 +904,7 @@ impl Planner {
                 if !on {
                     continue;
                 }
-                let (_, without) = cands.select(!mask, AUTO_MAX_NODES, &cost, shrink);
+                let (_, without) = cands.select(!mask, AUTO_MAX_NODES, &cost, shrink, margin);
                 let with = rate * verify / (verify + switch.time);
                 switch.observe_gain(with / without.max(1e-12) - 1.0);
             }
@@ -914,6 +920,19 @@ impl Planner {
         const PRIOR: f64 = 4.0;
         let (e, r) = (self.extra.0, self.extra.1);
         ((r + PRIOR) / (e + PRIOR)).clamp(0.2, 1.5)
+    }
+
+    /// The expected gain a step needs before it leaves a plain AR step: [`SPECULATION_MARGIN`],
+    /// raised by twice the measured shortfall when the recent speculative steps emitted fewer
+    /// tokens per second than plain AR steps would have (with a prior of no shortfall worth a few
+    /// steps; the evidence decays, so speculation is measured again).
+    fn margin(&self) -> f64 {
+        const PRIOR: f64 = 4.0;
+        let (tokens, secs, steps, ar_secs) = self.speculative;
+        let realized = (tokens + PRIOR) / (secs + PRIOR * self.costs.cost(1));
+        let ar = (steps + PRIOR) / (ar_secs + PRIOR * self.costs.cost(1));
+        let shortfall = (1.0 - realized / ar.max(1e-12)).max(0.0);
+        SPECULATION_MARGIN + 2.0 * shortfall
     }
 
     /// Records a finished step; its candidates await scoring against the output, from stream
@@ -939,12 +958,19 @@ impl Planner {
             let raw = (expected - 1.0) / self.shrink();
             self.extra.0 += raw;
             self.extra.1 += tokens as f64 - 1.0;
+            let v = &mut self.speculative;
+            v.0 += tokens as f64;
+            v.1 += secs;
+            v.2 += 1.0;
+            v.3 += self.costs.cost(1);
         }
         // Decayed every step, not only when speculating: a correction learnt from a few early
         // steps must not stop speculation for good, so without new evidence it drifts back to
         // its prior and speculation gets measured again.
         self.extra.0 *= 0.99;
         self.extra.1 *= 0.99;
+        let v = &mut self.speculative;
+        *v = (v.0 * 0.99, v.1 * 0.99, v.2 * 0.99, v.3 * 0.99);
         self.costs.observe(q, secs);
         let rate = tokens as f64 / (secs + sources).max(1e-9);
         self.rate = if self.rate == 0.0 {
@@ -1157,18 +1183,18 @@ mod tests {
         let cheap = cost_line(0.020, 0.0005);
         let f = |q: usize| cheap.cost(q);
         // Unlikely drafts: AR.
-        let (n, _) = chain(&[0.01, 0.5, 0.5]).select(u8::MAX, 31, &f, 1.0);
+        let (n, _) = chain(&[0.01, 0.5, 0.5]).select(u8::MAX, 31, &f, 1.0, SPECULATION_MARGIN);
         assert!(n.is_empty(), "{n:?}");
         // Likely drafts and cheap nodes: the whole chain.
-        let (n, _) = chain(&[0.95; 12]).select(u8::MAX, 31, &f, 1.0);
+        let (n, _) = chain(&[0.95; 12]).select(u8::MAX, 31, &f, 1.0, SPECULATION_MARGIN);
         assert_eq!(n.len(), 12);
         // Expensive nodes (a node costs half a pass): only the near-certain first token pays.
         let dear = cost_line(0.020, 0.010);
         let g = |q: usize| dear.cost(q);
-        let (n, _) = chain(&[0.99, 0.3, 0.3]).select(u8::MAX, 31, &g, 1.0);
+        let (n, _) = chain(&[0.99, 0.3, 0.3]).select(u8::MAX, 31, &g, 1.0, SPECULATION_MARGIN);
         assert_eq!(n, vec![1]);
         // The node cap is respected.
-        let (n, _) = chain(&[0.99; 40]).select(u8::MAX, 31, &f, 1.0);
+        let (n, _) = chain(&[0.99; 40]).select(u8::MAX, 31, &f, 1.0, SPECULATION_MARGIN);
         assert_eq!(n.len(), 31);
     }
 
@@ -1225,6 +1251,31 @@ mod tests {
         assert!(p.resolve(&stream, &mut calib));
         assert_eq!(calib.trials(b), 2.0);
         assert!(calib.p(a) > calib.p(x), "hit vs miss");
+    }
+
+    /// When speculative steps have been slower per token than plain AR steps, the required gain
+    /// rises with the shortfall (so the planner drafts only where it is surest); when they have
+    /// been faster it stays at its floor.
+    #[test]
+    fn required_gain_follows_the_audit() {
+        let mut p = Planner::new(&PlannerConfig {
+            tree: TreeChoice::Auto,
+            draft: DraftMode::Auto,
+            heads: 3,
+        })
+        .unwrap();
+        p.costs.observe(1, 0.02);
+        assert!(
+            (p.margin() - SPECULATION_MARGIN).abs() < 1e-12,
+            "no evidence: the floor"
+        );
+        // 1000 steps emitting 1100 tokens in 30 s, where AR steps would have taken 20 s.
+        p.speculative = (1100.0, 30.0, 1000.0, 20.0);
+        let slow = p.margin();
+        assert!(slow > 0.3 && slow < 1.0, "{slow}");
+        // 1000 steps emitting 2000 tokens in 25 s against 20 s: speculation pays.
+        p.speculative = (2000.0, 25.0, 1000.0, 20.0);
+        assert!((p.margin() - SPECULATION_MARGIN).abs() < 1e-12);
     }
 
     #[test]
