@@ -7,6 +7,7 @@ pub mod charts;
 pub mod distinct;
 pub mod error;
 pub mod measure;
+pub mod provenance;
 pub mod report;
 pub mod runner;
 pub mod table;

@@ -91,6 +91,9 @@ pub fn run_cell(
     let mut ts_acc = vec![(0f64, 0usize); cps.len()];
     let mut ar_out: Option<Vec<u32>> = None;
     let mut ts_out = None;
+    // α, tokens/step and n-gram share over the tokens up to each checkpoint (first TokenSwift
+    // repetition; read at the step that reaches the checkpoint).
+    let mut at_cp: Vec<Option<(f64, f64, f64)>> = vec![None; cps.len()];
     let mut same_outputs = true;
     for rep in 0..cell.repeats.max(1) {
         let ar_first = (rep % 2 == 0) == cell.ar_first;
@@ -141,6 +144,12 @@ pub fn run_cell(
                         while next < cps.len() && cps[next] <= count {
                             ts_acc[next].0 += t0.elapsed().as_secs_f64();
                             ts_acc[next].1 += count - 1;
+                            let s = step.stats;
+                            at_cp[next].get_or_insert((
+                                s.acceptance_rate(),
+                                s.tokens_per_step(),
+                                s.ngram_share(),
+                            ));
                             next += 1;
                         }
                         progress("TokenSwift", count);
@@ -167,6 +176,11 @@ pub fn run_cell(
         .map(|(i, &c)| {
             let per_token = |(secs, tokens): (f64, usize)| secs * 1000.0 / tokens.max(1) as f64;
             let (ar_ms, ts_ms) = (per_token(ar_acc[i]), per_token(ts_acc[i]));
+            let (alpha, tokens_per_step, ngram_share) = at_cp[i].unwrap_or((
+                stats.acceptance_rate(),
+                stats.tokens_per_step(),
+                stats.ngram_share(),
+            ));
             Measurement {
                 experiment: cell.experiment.to_string(),
                 setting: cell.setting.clone(),
@@ -178,9 +192,9 @@ pub fn run_cell(
                 ts_ms_per_token: ts_ms,
                 speedup: ar_ms / ts_ms.max(1e-9),
                 minutes_saved: (ar_ms - ts_ms) * c as f64 / 60_000.0,
-                alpha: stats.acceptance_rate(),
-                tokens_per_step: stats.tokens_per_step(),
-                ngram_share: stats.ngram_share(),
+                alpha,
+                tokens_per_step,
+                ngram_share,
                 distinct,
                 tree: format!(
                     "{:?}: {:.0}% AR steps, {:.0}% heads, {:.0}% separate",
@@ -190,6 +204,8 @@ pub fn run_cell(
                     100.0 * stats.separate_steps as f64 / stats.steps.max(1) as f64
                 ),
                 identical,
+                fingerprint: String::new(),
+                source: String::new(),
             }
         })
         .collect();

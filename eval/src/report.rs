@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::charts::{BarChart, LineChart, write_bar_chart, write_line_chart};
 use crate::error::{EvalError, Result};
+use crate::provenance::config_part;
 use crate::table::Measurement;
 
 /// Mean and sample standard deviation.
@@ -46,6 +47,54 @@ fn group(rows: &[Measurement]) -> Groups<'_> {
         settings[idx].1.entry(r.checkpoint).or_default().push(r);
     }
     out
+}
+
+/// Tells apart rows of one setting that different fingerprints produced (another model, heads,
+/// prompt or setting value in the same run directory): their setting gets the fingerprint's
+/// first 8 digits, so summaries and charts never average them together. Returns a warning when
+/// the rows come from more than one model or heads.
+pub fn separate_by_fingerprint(rows: &mut [Measurement]) -> Option<String> {
+    let mut prints: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for r in rows.iter() {
+        let v = prints
+            .entry((r.experiment.clone(), r.setting.clone()))
+            .or_default();
+        let config = config_part(&r.fingerprint).to_string();
+        if !v.contains(&config) {
+            v.push(config);
+        }
+    }
+    for r in rows.iter_mut() {
+        if prints[&(r.experiment.clone(), r.setting.clone())].len() > 1 {
+            let config = config_part(&r.fingerprint);
+            let fp = if config.is_empty() {
+                "unfingerprinted".to_string()
+            } else {
+                config[..config.len().min(8)].to_string()
+            };
+            r.setting = format!("{} [{fp}]", r.setting);
+        }
+    }
+    let mut sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    (sources.len() > 1).then(|| {
+        let names: Vec<String> = sources
+            .iter()
+            .map(|s| {
+                if s.is_empty() {
+                    "(no fingerprint: an older table)".to_string()
+                } else {
+                    s.to_string()
+                }
+            })
+            .collect();
+        format!(
+            "This directory mixes results of {} models or heads: {}. Settings measured by more than one are labelled with their fingerprint.",
+            sources.len(),
+            names.join("; ")
+        )
+    })
 }
 
 /// The Markdown summary of every experiment: per setting and checkpoint, mean ± std over prompts.

@@ -12,7 +12,8 @@ use tokenswift_infer::sampling::SamplingConfig;
 
 use crate::error::{EvalError, Result};
 use crate::measure::{Cell, run_cell};
-use crate::report::{charts, summary_markdown};
+use crate::provenance::{CellSpec, Provenance, cell_fingerprint};
+use crate::report::{charts, separate_by_fingerprint, summary_markdown};
 use crate::table::{ResultsTable, cell_key};
 
 /// A loaded model with its heads and prompts.
@@ -22,6 +23,8 @@ pub struct Bench {
     pub tokenizer: Option<TextTokenizer>,
     pub heads: DraftHeads,
     pub prompts: Vec<Vec<u32>>,
+    /// The prompt length asked for (`--prefill-len`); part of every cell's fingerprint.
+    pub prefill_len: usize,
     /// The heads' draft vocabulary (`--draft-vocab`; `None`: the whole vocabulary), used by
     /// every TokenSwift cell.
     pub draft_vocab: Option<Vec<u32>>,
@@ -29,6 +32,9 @@ pub struct Bench {
     pub corpus_ngrams: Option<std::sync::Arc<tokenswift_infer::decoding::ngram::ContextTable>>,
     /// Repetitions of every cell, the order of the two methods flipped each time.
     pub repeats: usize,
+    /// Model, heads, draft vocabulary and corpus table, fingerprinted
+    /// ([`Provenance::of`] on the fields above).
+    pub provenance: Provenance,
 }
 
 /// One setting of a run: name, sampling, TokenSwift config.
@@ -56,9 +62,23 @@ pub fn run_grid(
     std::fs::create_dir_all(&outputs).map_err(|e| EvalError::io(&outputs, e))?;
     for s in settings {
         for (i, prompt) in bench.prompts.iter().enumerate() {
-            let key = cell_key(experiment, &s.name, i as i64, gen_len as i64);
+            let fingerprint = cell_fingerprint(
+                &bench.provenance,
+                &CellSpec {
+                    sampling: &s.sampling,
+                    ts: &s.ts,
+                    prefill: bench.prefill_len,
+                    prompt,
+                    gen_len,
+                    checkpoints: cps,
+                    repeats: bench.repeats,
+                },
+            );
+            let key = cell_key(experiment, &s.name, i as i64, gen_len as i64, &fingerprint);
             if done.contains(&key) {
-                ui.note(&format!("skipping finished cell {key}"));
+                ui.note(&format!(
+                    "skipping finished cell {key} (same model, heads, prompt and settings)"
+                ));
                 continue;
             }
             let bar = ui.bar(
@@ -86,7 +106,16 @@ pub fn run_grid(
                 bar.set_position(n as u64);
             })?;
             bar.finish_and_clear();
-            let last = r.rows.last().expect("a checkpoint");
+            let rows: Vec<_> = r
+                .rows
+                .into_iter()
+                .map(|m| crate::table::Measurement {
+                    fingerprint: fingerprint.clone(),
+                    source: bench.provenance.label(),
+                    ..m
+                })
+                .collect();
+            let last = rows.last().expect("a checkpoint");
             ui.note(&format!(
                 "{key}: AR {:.1} ms/token, TokenSwift {:.1} ms/token, speedup {:.2}×, α {:.3}, {:.2} tokens/step, Distinct-4 {:.3}{}",
                 last.ar_ms_per_token,
@@ -111,7 +140,7 @@ pub fn run_grid(
                 serde_json::json!({"key": key, "tokens": r.ts_tokens, "text": text}).to_string(),
             )
             .map_err(|e| EvalError::io(&file, e))?;
-            table.append(&r.rows)?;
+            table.append(&rows)?;
             refresh(out, title)?;
         }
     }
@@ -121,8 +150,13 @@ pub fn run_grid(
 }
 
 pub fn refresh(out: &Path, title: &str) -> Result<()> {
-    let rows = ResultsTable::new(out)?.read()?;
-    let md = summary_markdown(&rows, title);
+    let mut rows = ResultsTable::new(out)?.read()?;
+    let mixed = separate_by_fingerprint(&mut rows);
+    let mut md = summary_markdown(&rows, title);
+    if let Some(warning) = mixed {
+        let at = md.find("\n\n").map_or(0, |i| i + 2);
+        md.insert_str(at, &format!("> **{warning}**\n\n"));
+    }
     let path = out.join("summary.md");
     std::fs::write(&path, md).map_err(|e| EvalError::io(&path, e))?;
     charts(&rows, &out.join("charts"))?;

@@ -35,18 +35,61 @@ pub struct Measurement {
     pub tree: String,
     /// 1 when TokenSwift's output equals AR's token for token.
     pub identical: i64,
+    /// Everything that produced the cell, hashed ([`crate::provenance::cell_fingerprint`]); a
+    /// rerun reuses the cell only when it matches. Empty in tables written before it existed.
+    pub fingerprint: String,
+    /// Which model and heads produced the cell ([`crate::provenance::Provenance::label`]).
+    pub source: String,
 }
 
 impl Measurement {
     /// The key of the cell this row belongs to.
     pub fn cell_key(&self) -> String {
-        cell_key(&self.experiment, &self.setting, self.prompt, self.gen_len)
+        cell_key(
+            &self.experiment,
+            &self.setting,
+            self.prompt,
+            self.gen_len,
+            &self.fingerprint,
+        )
     }
 }
 
-pub fn cell_key(experiment: &str, setting: &str, prompt: i64, gen_len: i64) -> String {
-    format!("{experiment}|{setting}|{prompt}|{gen_len}")
+/// A cell's identity: where it sits in the grid and the fingerprint of what produced it.
+pub fn cell_key(
+    experiment: &str,
+    setting: &str,
+    prompt: i64,
+    gen_len: i64,
+    fingerprint: &str,
+) -> String {
+    format!("{experiment}|{setting}|{prompt}|{gen_len}|{fingerprint}")
 }
+
+/// The columns of `results.csv`, in order.
+const COLUMNS: &[&str] = &[
+    "experiment",
+    "setting",
+    "prompt",
+    "prefill_len",
+    "gen_len",
+    "checkpoint",
+    "ar_ms_per_token",
+    "ts_ms_per_token",
+    "speedup",
+    "minutes_saved",
+    "alpha",
+    "tokens_per_step",
+    "ngram_share",
+    "distinct1",
+    "distinct2",
+    "distinct3",
+    "distinct4",
+    "tree",
+    "identical",
+    "fingerprint",
+    "source",
+];
 
 fn frame(rows: &[Measurement]) -> PolarsResult<DataFrame> {
     let s = |f: fn(&Measurement) -> String| rows.iter().map(f).collect::<Vec<String>>();
@@ -72,6 +115,8 @@ fn frame(rows: &[Measurement]) -> PolarsResult<DataFrame> {
         Column::new("distinct4".into(), x(|m| m.distinct[3])),
         Column::new("tree".into(), s(|m| m.tree.clone())),
         Column::new("identical".into(), i(|m| m.identical)),
+        Column::new("fingerprint".into(), s(|m| m.fingerprint.clone())),
+        Column::new("source".into(), s(|m| m.source.clone())),
     ])
 }
 
@@ -92,8 +137,20 @@ impl ResultsTable {
         &self.path
     }
 
-    /// Appends the rows of one finished cell (header written once) and flushes them to disk.
+    /// Appends the rows of one finished cell (header written once) and flushes them to disk. A
+    /// table written by an older version (other columns) is first rewritten with today's
+    /// columns, its rows kept (with no fingerprint, so none of them is ever reused).
     pub fn append(&self, rows: &[Measurement]) -> Result<()> {
+        if self.path.exists() && !self.has_current_header()? {
+            let old = self.read()?;
+            let tmp = self.path.with_extension("csv.partial");
+            let mut file = std::fs::File::create(&tmp).map_err(|e| EvalError::io(&tmp, e))?;
+            CsvWriter::new(&mut file)
+                .include_header(true)
+                .finish(&mut frame(&old)?)?;
+            file.sync_all().map_err(|e| EvalError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &self.path).map_err(|e| EvalError::io(&self.path, e))?;
+        }
         let new = !self.path.exists();
         let mut file = OpenOptions::new()
             .create(true)
@@ -108,17 +165,33 @@ impl ResultsTable {
         Ok(())
     }
 
+    fn has_current_header(&self) -> Result<bool> {
+        use std::io::BufRead;
+        let file = std::fs::File::open(&self.path).map_err(|e| EvalError::io(&self.path, e))?;
+        let mut first = String::new();
+        std::io::BufReader::new(file)
+            .read_line(&mut first)
+            .map_err(|e| EvalError::io(&self.path, e))?;
+        Ok(first.trim_end() == COLUMNS.join(","))
+    }
+
     /// Every row recorded so far.
     pub fn read(&self) -> Result<Vec<Measurement>> {
         if !self.path.exists() {
             return Ok(Vec::new());
         }
+        // Every column read as text, then cast: a fingerprint of digits only stays text.
         let df = CsvReadOptions::default()
             .with_has_header(true)
+            .with_infer_schema_length(Some(0))
             .try_into_reader_with_file_path(Some(self.path.clone()))?
             .finish()?;
         let n = df.height();
         let st = |c: &str| -> Result<Vec<String>> {
+            if !df.get_column_names().iter().any(|n| n.as_str() == c) {
+                // A column newer than the table (fingerprint, source): empty.
+                return Ok(vec![String::new(); n]);
+            }
             Ok(df
                 .column(c)?
                 .cast(&DataType::String)?
@@ -146,6 +219,7 @@ impl ResultsTable {
                 .collect())
         };
         let (experiment, setting, tree) = (st("experiment")?, st("setting")?, st("tree")?);
+        let (fingerprint, source) = (st("fingerprint")?, st("source")?);
         let (prompt, prefill, gen_len, checkpoint, identical) = (
             it("prompt")?,
             it("prefill_len")?,
@@ -187,6 +261,8 @@ impl ResultsTable {
                 distinct: [f[7][r], f[8][r], f[9][r], f[10][r]],
                 tree: tree[r].clone(),
                 identical: identical[r],
+                fingerprint: fingerprint[r].clone(),
+                source: source[r].clone(),
             })
             .collect())
     }
@@ -229,6 +305,8 @@ mod tests {
             distinct: [0.5, 0.75, 0.875, 1.0],
             tree: "[1, 2]".into(),
             identical: 1,
+            fingerprint: "0123456789abcdef-01234567".into(),
+            source: "model a heads b".into(),
         }
     }
 

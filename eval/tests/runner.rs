@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{DType, Device};
 use tokenswift_cli::Ui;
+use tokenswift_eval::provenance::Provenance;
 use tokenswift_eval::runner::{Bench, Setting, run_grid};
 use tokenswift_eval::table::ResultsTable;
 use tokenswift_infer::decoding::session::TokenSwiftConfig;
@@ -13,17 +14,24 @@ use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
 
 fn bench() -> Bench {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/goldens/tiny-llama-mha");
+    bench_of("tiny-llama-mha")
+}
+
+fn bench_of(golden: &str) -> Bench {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../infer/tests/goldens")
+        .join(golden);
     let model = Model::load(&dir, &Device::flex(), DType::F32).unwrap();
     let heads = DraftHeads::init_for(&model, 3, &Device::flex());
     Bench {
+        provenance: Provenance::of(&model, &heads, None, None),
         model,
         tokenizer: None,
         heads,
         draft_vocab: None,
         corpus_ngrams: None,
         repeats: 1,
+        prefill_len: 20,
         prompts: vec![
             (0..20).map(|i| (i * 7 % 64) as u32).collect(),
             (0..16).map(|i| (i * 5 % 64) as u32).collect(),
@@ -107,4 +115,98 @@ fn grid_writes_everything_and_a_rerun_skips_finished_cells() {
         4
     );
     assert!(dir.path().join("results.parquet").exists());
+}
+
+/// Runs `settings` into `dir` and returns how many rows the table holds afterwards.
+fn rows_after(b: &Bench, settings: &[Setting], dir: &std::path::Path) -> usize {
+    run_grid(
+        b,
+        "speedup",
+        settings,
+        24,
+        &[24],
+        dir,
+        "t",
+        &Ui { quiet: true },
+    )
+    .unwrap();
+    ResultsTable::new(dir).unwrap().read().unwrap().len()
+}
+
+#[test]
+fn a_cell_is_reused_only_when_everything_that_produced_it_is_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bench();
+    let base = settings(&[16]);
+    // 2 prompts × 1 checkpoint.
+    assert_eq!(rows_after(&b, &base, dir.path()), 2);
+    // Everything equal: both cells are reused (the control for every case below).
+    assert_eq!(rows_after(&b, &base, dir.path()), 2);
+    // Another prefill (the prompts cut shorter): measured again, stored beside the old rows.
+    let mut shorter = bench();
+    for p in &mut shorter.prompts {
+        p.truncate(12);
+    }
+    shorter.prefill_len = 12;
+    assert_eq!(rows_after(&shorter, &base, dir.path()), 4);
+    assert_eq!(
+        rows_after(&shorter, &base, dir.path()),
+        4,
+        "and then reused"
+    );
+    // Another sampling value under the same setting name.
+    let mut seeded = settings(&[16]);
+    seeded[0].sampling.seed += 1;
+    assert_eq!(rows_after(&b, &seeded, dir.path()), 6);
+    // Another TokenSwift setting under the same name.
+    let mut lag = settings(&[16]);
+    lag[0].ts.ngram_topk = 2;
+    assert_eq!(rows_after(&b, &lag, dir.path()), 8);
+    // Other heads.
+    let mut other_heads = bench();
+    other_heads.heads = DraftHeads::init(3, 32, 1e-5, &Device::flex());
+    other_heads.provenance = Provenance::of(&other_heads.model, &other_heads.heads, None, None);
+    assert_ne!(other_heads.provenance.heads, b.provenance.heads);
+    assert_eq!(rows_after(&other_heads, &base, dir.path()), 10);
+    // Another model (same vocabulary size, so the same prompts are valid).
+    let other_model = bench_of("tiny-llama-gqa-llama3");
+    assert_ne!(other_model.provenance.model, b.provenance.model);
+    assert_eq!(rows_after(&other_model, &base, dir.path()), 12);
+    assert_eq!(
+        rows_after(&other_model, &base, dir.path()),
+        12,
+        "and then reused"
+    );
+    // The summary says the directory mixes models and keeps the settings apart.
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("This directory mixes results of 3 models or heads"),
+        "{summary}"
+    );
+    assert!(summary.contains("penalty-window=16 ["), "{summary}");
+}
+
+#[test]
+fn a_table_from_before_fingerprints_is_kept_and_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bench();
+    assert_eq!(rows_after(&b, &settings(&[16]), dir.path()), 2);
+    // Rewrite the table as an older version wrote it: no fingerprint or source columns.
+    let path = dir.path().join("results.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let old: String = text
+        .lines()
+        .map(|l| {
+            let cut = l.rsplitn(3, ',').nth(2).unwrap();
+            format!("{cut}\n")
+        })
+        .collect();
+    assert!(old.lines().next().unwrap().ends_with(",identical"));
+    std::fs::write(&path, old).unwrap();
+    // Its rows read back, unfingerprinted; the same grid measures its cells again.
+    let rows = ResultsTable::new(dir.path()).unwrap().read().unwrap();
+    assert!(rows.len() == 2 && rows.iter().all(|r| r.fingerprint.is_empty()));
+    assert_eq!(rows_after(&b, &settings(&[16]), dir.path()), 4);
+    let rows = ResultsTable::new(dir.path()).unwrap().read().unwrap();
+    assert_eq!(rows.iter().filter(|r| r.fingerprint.is_empty()).count(), 2);
 }

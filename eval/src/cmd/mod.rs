@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokenswift_cli::{ModelArgs, SamplingArgs, TokenSwiftArgs, Ui};
 use tokenswift_eval::measure::load_prompts;
+use tokenswift_eval::provenance::Provenance;
 use tokenswift_eval::runner::{Bench, Setting};
 
 #[derive(Debug, Clone, Args)]
@@ -70,13 +71,22 @@ pub fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
     for p in &prompts {
         tokenswift_infer::model::prompt::check_context(&model, p.len(), run.gen_len)?;
     }
+    ui.note("fingerprinting the model, heads and draft tables (results are keyed by them)");
+    let provenance = Provenance::of(
+        &model,
+        &draft.heads,
+        draft.vocab.as_deref(),
+        draft.corpus_ngrams.as_deref(),
+    );
     Ok(Bench {
+        provenance,
         model,
         tokenizer: Some(tokenizer),
         heads: draft.heads,
         draft_vocab: draft.vocab,
         corpus_ngrams: draft.corpus_ngrams,
         prompts,
+        prefill_len: run.prefill_len,
         repeats: run.repeats.max(1),
     })
 }

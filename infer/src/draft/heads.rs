@@ -256,6 +256,21 @@ impl DraftHeads {
         heads
     }
 
+    /// A SHA-256 over every weight of the heads (and their epsilon), so results can say which
+    /// heads produced them whatever file they came from.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.eps.to_le_bytes());
+        for l in &self.layers {
+            let linear = crate::tensor::to_host_f32(l.linear.val());
+            let norms = [l.input_norm.val(), l.post_norm.val()].map(crate::tensor::to_host_f32);
+            for x in linear.iter().chain(&norms[0]).chain(&norms[1]) {
+                h.update(x.to_le_bytes());
+            }
+        }
+        format!("{:x}", h.finalize())
+    }
+
     /// Number of heads `K`.
     pub fn len(&self) -> usize {
         self.layers.len()
