@@ -10,6 +10,7 @@ use cmd::RunArgs;
 use cmd::ceiling::{CeilingArgs, ceiling};
 use cmd::distinct::{DistinctArgs, distinct};
 use cmd::heads::{HeadsArgs, heads};
+use cmd::merge::{MergeArgs, merge};
 use cmd::paper::{PaperArgs, paper_table};
 use cmd::reports::{ReportsArgs, reports};
 use cmd::speedup::speedup;
@@ -21,8 +22,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Measure TokenSwift against autoregressive decoding: speedup, acceptance rate α, Distinct-n.
 ///
 /// Every finished cell is appended at once to OUT/results.csv, so an interrupted run loses
-/// nothing and a rerun with the same OUT skips finished cells. OUT/summary.md and the charts in
-/// OUT/charts/ (PNG + SVG) are rewritten after every cell.
+/// nothing. Each cell is keyed by a fingerprint of everything that produced it (program version,
+/// model and heads weights, sampling, prefill, lengths, TokenSwift settings): a rerun with the same
+/// OUT skips a cell only when all of that is equal, and runs it anew beside the old one otherwise.
+/// OUT/summary.md and the charts in OUT/charts/ (PNG + SVG) are rewritten after every cell.
+///
+/// Progress: a bar on a terminal; otherwise (Slurm, nohup) a log line per finished cell and every
+/// TOKENSWIFT_LOG_EVERY seconds (default 60) within one. A grid splits over jobs with
+/// `--shard I/N` and joins with `merge OUT`.
 #[derive(Debug, Parser)]
 #[command(name = "tokenswift-eval", version)]
 struct Cli {
@@ -49,6 +56,9 @@ enum Command {
     /// The speedup ceiling on this machine: TokenSwift with a perfect drafter (each node's true
     /// top-k, free drafts), from an AR run's token ranks and the measured cost of verify passes.
     Ceiling(CeilingArgs),
+    /// Join the tables of a grid run in shards (`--shard I/N`) into OUT/results.csv and write its
+    /// summary and charts. Safe to repeat as more shards finish.
+    Merge(MergeArgs),
     /// Regenerate the committed reports of the default model (speedup, its ceiling, penalty-window and n-gram
     /// sweeps, sampler comparison) under reports/smollm2-135m/.
     Reports(ReportsArgs),
@@ -65,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Heads(a) => heads(a, &ui),
         Command::Reports(a) => reports(a, &ui),
         Command::Ceiling(a) => ceiling(a, &ui),
+        Command::Merge(a) => merge(a, &ui),
     };
     tokenswift_cli::exit_code(r)
 }

@@ -63,7 +63,15 @@ pub fn checkpoints(gen_len: usize, count: usize, extra: &[usize]) -> Vec<usize> 
     v
 }
 
-/// Runs one cell; `progress(method, tokens_so_far)` is called as tokens are produced.
+/// Tokens a cell produces in all, over both methods and every repetition (the length of its
+/// progress bar).
+pub fn cell_work(cell: &Cell) -> usize {
+    cell.gen_len * 2 * cell.repeats.max(1)
+}
+
+/// Runs one cell; `progress(phase, tokens_so_far)` is called as tokens are produced, the count
+/// running over both methods and every repetition (up to [`cell_work`]), so a bar over it never
+/// restarts.
 pub fn run_cell(
     model: &Model,
     heads: &DraftHeads,
@@ -95,10 +103,20 @@ pub fn run_cell(
     // repetition; read at the step that reaches the checkpoint).
     let mut at_cp: Vec<Option<(f64, f64, f64)>> = vec![None; cps.len()];
     let mut same_outputs = true;
-    for rep in 0..cell.repeats.max(1) {
+    let repeats = cell.repeats.max(1);
+    for rep in 0..repeats {
         let ar_first = (rep % 2 == 0) == cell.ar_first;
         for turn in 0..2 {
+            let before = (rep * 2 + turn) * cell.gen_len;
+            let phase = |method: &str| {
+                if repeats > 1 {
+                    format!("{method} {}/{repeats}", rep + 1)
+                } else {
+                    method.to_string()
+                }
+            };
             if (turn == 0) == ar_first {
+                let label = phase("AR");
                 let mut first = None;
                 let mut count = 0;
                 let mut next = 0;
@@ -116,7 +134,7 @@ pub fn run_cell(
                             ar_acc[next].1 += count - 1;
                             next += 1;
                         }
-                        progress("AR", count);
+                        progress(&label, before + count.min(cell.gen_len));
                         Ok(())
                     },
                 )?;
@@ -128,6 +146,7 @@ pub fn run_cell(
                     None => ar_out = Some(tokens),
                 }
             } else {
+                let label = phase("TokenSwift");
                 let mut first = None;
                 let mut count = 0;
                 let mut next = 0;
@@ -152,7 +171,7 @@ pub fn run_cell(
                             ));
                             next += 1;
                         }
-                        progress("TokenSwift", count);
+                        progress(&label, before + count.min(cell.gen_len));
                         Ok(())
                     },
                 )?;

@@ -126,11 +126,57 @@ pub struct ResultsTable {
 }
 
 impl ResultsTable {
+    /// `results.csv` of a run directory (created if missing).
     pub fn new(dir: &Path) -> Result<Self> {
+        Self::named(dir, "results.csv")
+    }
+
+    /// Another table of a run directory, e.g. a shard's `results.shard-1-of-4.csv`.
+    pub fn named(dir: &Path, file: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
         Ok(Self {
-            path: dir.join("results.csv"),
+            path: dir.join(file),
         })
+    }
+
+    /// The shard tables of a run directory (`results.shard-*.csv`), in name order.
+    pub fn shard_tables(dir: &Path) -> Result<Vec<Self>> {
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| EvalError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("results.shard-") && n.ends_with(".csv"))
+            })
+            .collect();
+        paths.sort();
+        Ok(paths.into_iter().map(|path| Self { path }).collect())
+    }
+
+    /// Keys of the cells finished by any job into a run directory: `results.csv` and every
+    /// shard's table.
+    pub fn finished_in_dir(dir: &Path) -> Result<BTreeSet<String>> {
+        let mut done = Self::new(dir)?.finished_cells()?;
+        for t in Self::shard_tables(dir)? {
+            done.extend(t.finished_cells()?);
+        }
+        Ok(done)
+    }
+
+    /// Rewrites the table with exactly these rows (through a temporary file and a rename, so an
+    /// interruption leaves the old table whole).
+    pub fn replace(&self, rows: &[Measurement]) -> Result<()> {
+        let tmp = self.path.with_extension("csv.partial");
+        let mut file = std::fs::File::create(&tmp).map_err(|e| EvalError::io(&tmp, e))?;
+        CsvWriter::new(&mut file)
+            .include_header(true)
+            .finish(&mut frame(rows)?)?;
+        file.sync_all().map_err(|e| EvalError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| EvalError::io(&self.path, e))
     }
 
     pub fn path(&self) -> &Path {
@@ -142,14 +188,7 @@ impl ResultsTable {
     /// columns, its rows kept (with no fingerprint, so none of them is ever reused).
     pub fn append(&self, rows: &[Measurement]) -> Result<()> {
         if self.path.exists() && !self.has_current_header()? {
-            let old = self.read()?;
-            let tmp = self.path.with_extension("csv.partial");
-            let mut file = std::fs::File::create(&tmp).map_err(|e| EvalError::io(&tmp, e))?;
-            CsvWriter::new(&mut file)
-                .include_header(true)
-                .finish(&mut frame(&old)?)?;
-            file.sync_all().map_err(|e| EvalError::io(&tmp, e))?;
-            std::fs::rename(&tmp, &self.path).map_err(|e| EvalError::io(&self.path, e))?;
+            self.replace(&self.read()?)?;
         }
         let new = !self.path.exists();
         let mut file = OpenOptions::new()

@@ -30,3 +30,24 @@ fn bad_ceiling_and_speedup_settings_are_one_sentence() {
         assert!(lines[0].contains(needle), "{args:?}: {e}");
     }
 }
+
+#[test]
+fn a_bad_shard_or_an_empty_merge_is_refused_in_one_sentence() {
+    for bad in ["0/2", "3/2", "two"] {
+        let (ok, e) = eval(&["speedup", "--shard", bad]);
+        assert!(!ok && !e.contains("panicked"), "{bad}: {e}");
+        assert!(
+            e.lines().next().unwrap().contains("--shard") && e.contains("I/N"),
+            "{bad}: {e}"
+        );
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, e) = eval(&["merge", empty.path().to_str().unwrap()]);
+    assert!(!ok && !e.contains("panicked"), "{e}");
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(
+        lines[0].contains("nothing") || lines[0].contains("no results.csv"),
+        "{e}"
+    );
+}

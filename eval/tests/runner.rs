@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn::tensor::{DType, Device};
 use tokenswift_cli::Ui;
 use tokenswift_eval::provenance::Provenance;
-use tokenswift_eval::runner::{Bench, Setting, run_grid};
+use tokenswift_eval::runner::{Bench, Setting, Shard, merge, run_grid};
 use tokenswift_eval::table::ResultsTable;
 use tokenswift_infer::decoding::session::TokenSwiftConfig;
 use tokenswift_infer::draft::heads::DraftHeads;
@@ -32,6 +32,8 @@ fn bench_of(golden: &str) -> Bench {
         corpus_ngrams: None,
         repeats: 1,
         prefill_len: 20,
+        shard: None,
+        cells_met: Default::default(),
         prompts: vec![
             (0..20).map(|i| (i * 7 % 64) as u32).collect(),
             (0..16).map(|i| (i * 5 % 64) as u32).collect(),
@@ -209,4 +211,83 @@ fn a_table_from_before_fingerprints_is_kept_and_never_reused() {
     assert_eq!(rows_after(&b, &settings(&[16]), dir.path()), 4);
     let rows = ResultsTable::new(dir.path()).unwrap().read().unwrap();
     assert_eq!(rows.iter().filter(|r| r.fingerprint.is_empty()).count(), 2);
+}
+
+/// What a cell measured that does not depend on timing: its place in the grid, its checkpoints,
+/// the output's Distinct-n and whether it equals AR's.
+fn cells(dir: &std::path::Path) -> Vec<(String, i64, [u64; 4], i64)> {
+    let mut v: Vec<_> = ResultsTable::new(dir)
+        .unwrap()
+        .read()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.cell_key(),
+                r.checkpoint,
+                r.distinct.map(f64::to_bits),
+                r.identical,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_shards_and_a_merge_equal_one_unsharded_run() {
+    let ui = Ui { quiet: true };
+    let grid = settings(&[0, 8, 16]);
+    let run = |b: &Bench, dir: &std::path::Path| {
+        run_grid(b, "sweep", &grid, 24, &[12, 24], dir, "sharded sweep", &ui).unwrap()
+    };
+    let whole = tempfile::tempdir().unwrap();
+    run(&bench(), whole.path());
+    let expected = cells(whole.path());
+    assert_eq!(
+        expected.len(),
+        3 * 2 * 2,
+        "3 settings × 2 prompts × 2 checkpoints"
+    );
+
+    let split = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for index in 1..=2 {
+        // Each shard a separate process: a fresh bench, the same command line.
+        let mut b = bench();
+        b.shard = Some(Shard { index, count: 2 });
+        run(&b, split.path());
+        let t = ResultsTable::named(split.path(), &format!("results.shard-{index}-of-2.csv"));
+        let k = t.unwrap().finished_cells().unwrap();
+        assert_eq!(k.len(), 3, "6 cells dealt to 2 shards");
+        keys.push(k);
+    }
+    assert!(keys[0].is_disjoint(&keys[1]), "a cell ran in both shards");
+    assert!(
+        !split.path().join("results.csv").exists() && !split.path().join("summary.md").exists(),
+        "shards write only their own tables"
+    );
+    assert_eq!(merge(split.path(), None).unwrap(), (6, 6));
+    assert_eq!(cells(split.path()), expected);
+    let summary = std::fs::read_to_string(split.path().join("summary.md")).unwrap();
+    assert!(summary.starts_with("# sharded sweep"), "{summary}");
+    assert!(split.path().join("results.parquet").exists());
+    // Merging again adds nothing; the unsharded command then reuses every cell.
+    assert_eq!(merge(split.path(), None).unwrap(), (0, 6));
+    run(&bench(), split.path());
+    assert_eq!(cells(split.path()), expected);
+}
+
+#[test]
+fn shards_are_written_i_of_n() {
+    assert_eq!(
+        "2/8".parse::<Shard>().unwrap(),
+        Shard { index: 2, count: 8 }
+    );
+    for bad in ["0/2", "3/2", "1", "a/b", "1/0", ""] {
+        let e = bad.parse::<Shard>().unwrap_err().to_string();
+        assert!(e.contains("I/N") && !e.contains('\n'), "{bad}: {e}");
+    }
+    let s = Shard { index: 2, count: 3 };
+    assert_eq!((0..7).filter(|&i| s.owns(i)).collect::<Vec<_>>(), [1, 4]);
 }

@@ -4,6 +4,7 @@
 pub mod ceiling;
 pub mod distinct;
 pub mod heads;
+pub mod merge;
 pub mod paper;
 pub mod reports;
 pub mod speedup;
@@ -16,7 +17,7 @@ use clap::Args;
 use tokenswift_cli::{ModelArgs, SamplingArgs, TokenSwiftArgs, Ui};
 use tokenswift_eval::measure::load_prompts;
 use tokenswift_eval::provenance::Provenance;
-use tokenswift_eval::runner::{Bench, Setting};
+use tokenswift_eval::runner::{Bench, Setting, Shard};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -51,6 +52,12 @@ pub struct RunArgs {
     /// machine drifts; 2 cancels a first-or-second bias). Latencies are summed over them.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
+    /// Run only slice I of N of the grid (e.g. `--shard $((SLURM_ARRAY_TASK_ID+1))/8`), into
+    /// OUT/results.shard-I-of-N.csv. Every shard takes the same command line otherwise; the
+    /// cells are dealt round-robin, so the slices are disjoint and cover the grid. When all have
+    /// finished, `tokenswift-eval merge OUT` writes the tables and charts.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
 }
 
 pub fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
@@ -88,6 +95,8 @@ pub fn load(run: &RunArgs, ui: &Ui) -> Result<Bench> {
         prompts,
         prefill_len: run.prefill_len,
         repeats: run.repeats.max(1),
+        shard: run.shard,
+        cells_met: Default::default(),
     })
 }
 

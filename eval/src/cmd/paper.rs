@@ -60,6 +60,9 @@ pub fn paper_table(a: PaperArgs, ui: &Ui) -> Result<()> {
                 "Paper Table 1",
                 ui,
             )?;
+            if sharded(&run, ui) {
+                return Ok(());
+            }
             let rows = ResultsTable::new(&run.out)?.read()?;
             md.push_str(&format!(
                 "# Table 1 (speedup ×; lengths scaled by {})\n\n| model | {} | α |\n|---|---|---|---|---|---|---|\n",
@@ -134,6 +137,9 @@ pub fn paper_table(a: PaperArgs, ui: &Ui) -> Result<()> {
                 "Paper ablation",
                 ui,
             )?;
+            if sharded(&run, ui) {
+                return Ok(());
+            }
             let rows = ResultsTable::new(&run.out)?.read()?;
             md.push_str(&format!("# {exp} (generation {} tokens)\n\n| setting | ours: Distinct-1..4 (avg) | ours: speedup, α | paper |\n|---|---|---|---|\n", run.gen_len));
             for s in &settings {
@@ -159,6 +165,18 @@ pub fn paper_table(a: PaperArgs, ui: &Ui) -> Result<()> {
     std::fs::write(&path, &md).with_context(|| format!("cannot write {}", path.display()))?;
     println!("{md}");
     Ok(())
+}
+
+/// A shard writes cells only; the table is rendered by the same command without `--shard` after
+/// `merge`, which then reuses every cell.
+fn sharded(run: &RunArgs, ui: &Ui) -> bool {
+    if let Some(shard) = run.shard {
+        ui.note(&format!(
+            "shard {shard} done; after every shard and `tokenswift-eval merge {}`, the same command without --shard reuses the cells and writes the table",
+            run.out.display()
+        ));
+    }
+    run.shard.is_some()
 }
 
 pub fn paper_figure(exp: &str, setting: &str) -> String {

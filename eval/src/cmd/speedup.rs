@@ -20,6 +20,8 @@ pub fn speedup(a: RunArgs, ui: &Ui) -> Result<()> {
         "TokenSwift vs AR",
         ui,
     )?;
-    println!("{}", std::fs::read_to_string(a.out.join("summary.md"))?);
+    if a.shard.is_none() {
+        println!("{}", std::fs::read_to_string(a.out.join("summary.md"))?);
+    }
     Ok(())
 }

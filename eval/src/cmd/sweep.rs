@@ -152,6 +152,8 @@ pub fn sweep(a: SweepArgs, ui: &Ui) -> Result<()> {
         "Sweep",
         ui,
     )?;
-    println!("{}", std::fs::read_to_string(a.run.out.join("summary.md"))?);
+    if a.run.shard.is_none() {
+        println!("{}", std::fs::read_to_string(a.run.out.join("summary.md"))?);
+    }
     Ok(())
 }
