@@ -326,31 +326,134 @@ pub fn charts(rows: &[Measurement], dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The paper's figures (DESIGN §7), for the tables that put ours beside them.
+/// The paper's figures (DESIGN §7), as its tables print them, for the tables that put ours
+/// beside them. Read off the paper's Tables 1 and 2 and its sampler/penalty table (A100, PG-19
+/// prompts, min-p 0.1, penalty 1.2 over 1024 tokens, k = 20); a figure is (mean, std).
 pub mod paper {
-    /// Table 1: speedup at 20K/40K/60K/80K/100K and α at 100K (A100, prefill 4096).
-    pub const TABLE1: [(&str, [f64; 5], f64); 5] = [
-        ("Llama3.1-8B", [1.93, 2.47, 2.88, 3.13, 3.27], 0.84),
-        ("YaRN-Llama2-7b-128k", [2.02, 2.56, 2.89, 3.10, 3.23], 0.90),
-        ("Qwen2.5-1.5B", [1.69, 2.31, 2.69, 2.95, 3.13], 0.89),
-        ("Qwen2.5-7B", [2.00, 2.64, 2.86, 3.07, 3.23], 0.82),
-        ("Qwen2.5-14B", [2.12, 2.68, 3.01, 3.20, 3.34], 0.84),
-    ];
-    /// Lengths of Table 1.
+    /// Generation lengths of Tables 1 and 2.
     pub const LENGTHS: [usize; 5] = [20_000, 40_000, 60_000, 80_000, 100_000];
-    /// N-gram ablation (Llama3.1-8B, 100K, read off the plot): (k, α, speedup).
+    /// Prefill lengths of Table 1's column groups.
+    pub const TABLE1_PREFILLS: [usize; 3] = [2048, 4096, 8192];
+    /// Prefill length of Table 2.
+    pub const TABLE2_PREFILL: usize = 4096;
+
+    /// One TokenSwift cell of Table 1: α and speedup, each (mean, std) over prompts.
+    pub type Cell1 = ((f64, f64), (f64, f64));
+
+    /// Table 1, TokenSwift rows: per model, per length, per prefill (2048, 4096, 8192).
+    pub const TABLE1: [(&str, [[Cell1; 3]; 5]); 2] = [
+        (
+            "YaRN-LLaMA2-7b-128k (MHA)",
+            [
+                [
+                    ((0.73, 0.09), (2.11, 0.14)),
+                    ((0.68, 0.09), (2.02, 0.20)),
+                    ((0.64, 0.08), (1.91, 0.12)),
+                ],
+                [
+                    ((0.82, 0.06), (2.60, 0.05)),
+                    ((0.79, 0.06), (2.56, 0.09)),
+                    ((0.79, 0.05), (2.50, 0.07)),
+                ],
+                [
+                    ((0.87, 0.04), (2.92, 0.04)),
+                    ((0.85, 0.04), (2.89, 0.06)),
+                    ((0.85, 0.04), (2.84, 0.05)),
+                ],
+                [
+                    ((0.89, 0.03), (3.13, 0.04)),
+                    ((0.88, 0.04), (3.10, 0.06)),
+                    ((0.88, 0.03), (3.05, 0.03)),
+                ],
+                [
+                    ((0.90, 0.02), (3.25, 0.05)),
+                    ((0.90, 0.03), (3.23, 0.06)),
+                    ((0.90, 0.02), (3.20, 0.02)),
+                ],
+            ],
+        ),
+        (
+            "LLaMA3.1-8b (GQA)",
+            [
+                [
+                    ((0.64, 0.08), (1.87, 0.17)),
+                    ((0.65, 0.07), (1.93, 0.18)),
+                    ((0.72, 0.09), (1.99, 0.20)),
+                ],
+                [
+                    ((0.72, 0.07), (2.39, 0.16)),
+                    ((0.73, 0.08), (2.47, 0.22)),
+                    ((0.81, 0.10), (2.54, 0.22)),
+                ],
+                [
+                    ((0.75, 0.06), (2.73, 0.13)),
+                    ((0.79, 0.06), (2.88, 0.17)),
+                    ((0.85, 0.08), (2.93, 0.17)),
+                ],
+                [
+                    ((0.77, 0.04), (2.96, 0.07)),
+                    ((0.82, 0.06), (3.13, 0.16)),
+                    ((0.88, 0.07), (3.19, 0.13)),
+                ],
+                [
+                    ((0.79, 0.03), (3.13, 0.07)),
+                    ((0.84, 0.05), (3.27, 0.19)),
+                    ((0.90, 0.06), (3.38, 0.10)),
+                ],
+            ],
+        ),
+    ];
+
+    /// One row of Table 2: α, speedup, T_AR and T_TokenSwift in minutes (Δ_T is their difference).
+    pub type Row2 = ((f64, f64), (f64, f64), f64, f64);
+
+    /// Table 2 (Qwen2.5, prefill 4096): per model, per length.
+    pub const TABLE2: [(&str, [Row2; 5]); 3] = [
+        (
+            "Qwen2.5-1.5B",
+            [
+                ((0.69, 0.11), (1.69, 0.17), 12.00, 7.20),
+                ((0.80, 0.06), (2.31, 0.09), 36.00, 15.60),
+                ((0.85, 0.04), (2.69, 0.07), 73.80, 27.60),
+                ((0.87, 0.03), (2.95, 0.06), 124.20, 42.00),
+                ((0.89, 0.07), (3.13, 0.07), 187.80, 60.00),
+            ],
+        ),
+        (
+            "Qwen2.5-7B",
+            [
+                ((0.64, 0.07), (2.00, 0.16), 15.60, 7.80),
+                ((0.77, 0.05), (2.64, 0.10), 47.40, 18.00),
+                ((0.78, 0.08), (2.86, 0.25), 95.40, 33.60),
+                ((0.80, 0.09), (3.07, 0.30), 161.40, 52.80),
+                ((0.82, 0.09), (3.23, 0.28), 244.20, 75.60),
+            ],
+        ),
+        (
+            "Qwen2.5-14B",
+            [
+                ((0.67, 0.06), (2.12, 0.13), 29.40, 13.80),
+                ((0.78, 0.03), (2.68, 0.10), 89.40, 33.60),
+                ((0.82, 0.02), (3.01, 0.13), 184.20, 61.20),
+                ((0.83, 0.02), (3.20, 0.13), 312.60, 97.80),
+                ((0.84, 0.02), (3.34, 0.10), 474.60, 142.20),
+            ],
+        ),
+    ];
+
+    /// The sampler/penalty table (LLaMA3.1-8b, 100K): sampler, penalty on?, Distinct-1..4,
+    /// their average, speedup.
+    pub const SAMPLERS: [(&str, bool, [f64; 4], f64, f64); 6] = [
+        ("top-p", true, [0.15, 0.25, 0.29, 0.31], 0.25, 3.42),
+        ("top-p", false, [0.09, 0.15, 0.18, 0.20], 0.16, 3.53),
+        ("eta", true, [0.25, 0.43, 0.49, 0.53], 0.43, 3.42),
+        ("eta", false, [0.06, 0.10, 0.12, 0.13], 0.11, 3.57),
+        ("min-p", true, [0.41, 0.71, 0.81, 0.82], 0.69, 3.27),
+        ("min-p", false, [0.07, 0.11, 0.14, 0.15], 0.12, 3.58),
+    ];
+
+    /// N-gram ablation (LLaMA3.1-8b, 100K, read off the paper's plot): (k, α, speedup).
     pub const NGRAM: [(usize, f64, f64); 2] = [(20, 0.82, 3.25), (0, 0.40, 1.96)];
-    /// Penalty ablation (Llama3.1-8B, 100K): (sampler, penalty on?, Distinct-1..4 or average only).
-    pub const PENALTY_MIN_P: [(bool, [f64; 4]); 2] = [
-        (true, [0.41, 0.71, 0.81, 0.82]),
-        (false, [0.07, 0.11, 0.14, 0.15]),
-    ];
-    /// Average Distinct-n with / without penalty for top-p and eta.
-    pub const PENALTY_AVG: [(&str, f64, f64); 3] = [
-        ("min-p", 0.69, 0.12),
-        ("top-p", 0.25, 0.16),
-        ("eta", 0.43, 0.11),
-    ];
 }
 
 #[cfg(test)]

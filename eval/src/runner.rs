@@ -214,6 +214,8 @@ pub struct Setting {
 }
 
 /// Runs every (setting × prompt) cell not yet in the table, refreshing summary and charts.
+/// Returns the keys of the whole grid (every shard's cells too), so a caller can pick its rows
+/// out of a directory that holds others.
 #[allow(clippy::too_many_arguments)]
 pub fn run_grid(
     bench: &Bench,
@@ -224,13 +226,21 @@ pub fn run_grid(
     out: &Path,
     title: &str,
     ui: &Ui,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let table = match bench.shard {
         Some(shard) => ResultsTable::named(out, &shard.file_name())?,
         None => ResultsTable::new(out)?,
     };
-    // Cells finished by any job into this directory (the merged table and every shard's).
-    let done = ResultsTable::finished_in_dir(out)?;
+    // Cells finished into this directory: the merged table and every shard's table; a shard reads
+    // only the merged table and its own (the others may be mid-write, and hold none of its cells).
+    let done = match bench.shard {
+        Some(_) => {
+            let mut done = ResultsTable::new(out)?.finished_cells()?;
+            done.extend(table.finished_cells()?);
+            done
+        }
+        None => ResultsTable::finished_in_dir(out)?,
+    };
     let outputs = out.join("outputs");
     std::fs::create_dir_all(&outputs).map_err(|e| EvalError::io(&outputs, e))?;
     if bench.shard.is_some() {
@@ -240,13 +250,11 @@ pub fn run_grid(
     }
     // The grid in the order it runs: (setting, prompt index, fingerprint, key), this slice only.
     let mut cells = Vec::new();
+    let mut grid = Vec::new();
     for s in settings {
         for (i, prompt) in bench.prompts.iter().enumerate() {
             let met = bench.cells_met.get();
             bench.cells_met.set(met + 1);
-            if bench.shard.is_some_and(|sh| !sh.owns(met)) {
-                continue;
-            }
             let fingerprint = cell_fingerprint(
                 &bench.provenance,
                 &CellSpec {
@@ -260,6 +268,10 @@ pub fn run_grid(
                 },
             );
             let key = cell_key(experiment, &s.name, i as i64, gen_len as i64, &fingerprint);
+            grid.push(key.clone());
+            if bench.shard.is_some_and(|sh| !sh.owns(met)) {
+                continue;
+            }
             if done.contains(&key) {
                 ui.note(&format!(
                     "skipping finished cell {key} (same model, heads, prompt and settings)"
@@ -358,7 +370,7 @@ pub fn run_grid(
             table.write_parquet()?;
         }
     }
-    Ok(())
+    Ok(grid)
 }
 
 /// Joins the shard tables of a run directory into `results.csv` (a cell recorded twice keeps its
