@@ -69,6 +69,7 @@ impl PackedMatrix {
             n: self.n,
             k: self.k,
             stride: self.k * PANEL,
+            first: 0,
         }
     }
 }
@@ -82,11 +83,14 @@ pub struct Panels<'a> {
     pub n: usize,
     pub k: usize,
     pub stride: usize,
+    /// The panel `data` starts with (0 but for a window of a few dequantised panels).
+    pub first: usize,
 }
 
 impl Panels<'_> {
     fn panel(&self, p: usize) -> &[f32] {
-        &self.data[p * self.stride..p * self.stride + self.k * PANEL]
+        let at = (p - self.first) * self.stride;
+        &self.data[at..at + self.k * PANEL]
     }
 }
 
@@ -156,7 +160,7 @@ unsafe fn copy_floats(src: *const f32, dst: *mut f32, n: usize) {
     }
 }
 
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: tasks write disjoint column ranges of the output.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -272,7 +276,14 @@ const WIDE_ROWS: usize = 3 * MR_WIDE;
 /// blocks store and reload the exact partial sums), so a row's result does not depend on how
 /// many rows are computed with it.
 #[inline(always)]
-fn task_body<const FMA: bool>(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
+pub(super) fn task_body<const FMA: bool>(
+    x: &[f32],
+    m: usize,
+    w: &Panels,
+    p0: usize,
+    p1: usize,
+    y: &OutPtr,
+) {
     if m > MR && m <= WIDE_ROWS {
         let tile = m.div_ceil(m.div_ceil(MR_WIDE));
         for p in p0..p1 {
@@ -332,7 +343,9 @@ pub fn matmul_packed(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
 pub fn matmul_panels(x: &[f32], m: usize, w: &Panels, y: &mut [f32]) {
     let panels = w.n.div_ceil(PANEL);
     assert!(
-        w.k * PANEL <= w.stride && (panels - 1) * w.stride + w.k * PANEL <= w.data.len(),
+        w.first == 0
+            && w.k * PANEL <= w.stride
+            && (panels - 1) * w.stride + w.k * PANEL <= w.data.len(),
         "panel view out of bounds"
     );
     assert_eq!(

@@ -127,6 +127,7 @@ impl HostKv {
             n: total,
             k: self.head_dim,
             stride: self.head_dim * PANEL,
+            first: 0,
         }
     }
 
@@ -137,6 +138,7 @@ impl HostKv {
             n: self.head_dim,
             k: total,
             stride: self.cap * PANEL,
+            first: 0,
         }
     }
 }

@@ -7,20 +7,21 @@
 //! 16 tokens cost ~2× one token and attention over 4096 cached tokens run at one thread's
 //! bandwidth. The burn-ops path ([`crate::model`]) stays for GPUs and is tested against this one.
 
-use super::kernels::{PackedMatrix, matmul_packed, matmul_panels};
+use super::kernels::matmul_panels;
 use super::kv::HostKv;
+use super::quant::Weight;
 
 /// One decoder layer's weights, packed.
 pub struct CpuLayer {
     pub input_norm: Vec<f32>,
     /// q, k, v projections stacked: `[(heads + 2·kv_heads)·head_dim, hidden]`.
-    pub qkv: PackedMatrix,
+    pub qkv: Weight,
     pub qkv_bias: Option<Vec<f32>>,
-    pub o: PackedMatrix,
+    pub o: Weight,
     pub post_norm: Vec<f32>,
     /// gate and up projections stacked: `[2·ffn, hidden]`.
-    pub gate_up: PackedMatrix,
-    pub down: PackedMatrix,
+    pub gate_up: Weight,
+    pub down: Weight,
 }
 
 /// Dimensions the CPU path needs.
@@ -236,7 +237,7 @@ pub fn layer_forward(
     rms_norm(x, &layer.input_norm, d.eps, normed);
     let width = (nh + 2 * nkv) * hd;
     let qkv = buf(&mut sc.qkv, q * width);
-    matmul_packed(normed, q, &layer.qkv, qkv);
+    layer.qkv.matmul(normed, q, qkv);
     if let Some(b) = &layer.qkv_bias {
         qkv.chunks_exact_mut(width)
             .for_each(|row| row.iter_mut().zip(b).for_each(|(v, bb)| *v += bb));
@@ -279,14 +280,14 @@ pub fn layer_forward(
         }
     }
     let o = buf(&mut sc.o, q * h);
-    matmul_packed(attn, q, &layer.o, o);
+    layer.o.matmul(attn, q, o);
     x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
     rms_norm(x, &layer.post_norm, d.eps, normed);
     let gu = buf(&mut sc.gu, q * 2 * d.ffn);
-    matmul_packed(normed, q, &layer.gate_up, gu);
+    layer.gate_up.matmul(normed, q, gu);
     let act = buf(&mut sc.act, q * d.ffn);
     swiglu(gu, d.ffn, act);
-    matmul_packed(act, q, &layer.down, o);
+    layer.down.matmul(act, q, o);
     x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
     kv.scratch = sc;
 }
@@ -297,11 +298,11 @@ pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// Final norm and `lm_head` for `rows` rows of `x`.
-pub fn logits(x: &[f32], rows: usize, norm: &[f32], eps: f32, lm_head: &PackedMatrix) -> Vec<f32> {
+pub fn logits(x: &[f32], rows: usize, norm: &[f32], eps: f32, lm_head: &Weight) -> Vec<f32> {
     let mut normed = vec![0f32; x.len()];
     rms_norm(x, norm, eps, &mut normed);
     let mut out = vec![0f32; rows * lm_head.rows()];
-    matmul_packed(&normed, rows, lm_head, &mut out);
+    lm_head.matmul(&normed, rows, &mut out);
     out
 }
 

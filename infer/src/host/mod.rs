@@ -5,3 +5,4 @@
 pub mod kernels;
 pub mod kv;
 pub mod layer;
+pub mod quant;

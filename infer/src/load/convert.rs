@@ -16,14 +16,23 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 use crate::error::{InferError, Result};
+use crate::host::quant::BlockFormat;
+use crate::load::gguf::GgmlType;
 use crate::load::gguf::{GgufFile, GgufValue};
-use crate::load::weights::write_f32_safetensors;
+use crate::load::weights::{
+    BLOCKS_FILE, BlockTensor, write_block_safetensors, write_f32_safetensors,
+};
 
 /// Inverts llama.cpp's Q/K row permutation: `w.reshape(n_head, out/n_head/2, 2, in)
 /// .swap_axes(1, 2).reshape(out, in)`.
 pub fn unpermute_qk(w: &[f32], out: usize, inp: usize, n_head: usize) -> Vec<f32> {
+    unpermute_rows(w, out, inp, n_head)
+}
+
+/// [`unpermute_qk`] over rows of any element type (rows of GGUF blocks: `inp` = bytes per row).
+pub fn unpermute_rows<T: Copy + Default>(w: &[T], out: usize, inp: usize, n_head: usize) -> Vec<T> {
     let half = out / n_head / 2;
-    let mut res = vec![0f32; w.len()];
+    let mut res = vec![T::default(); w.len()];
     for h in 0..n_head {
         for i in 0..half {
             for two in 0..2 {
@@ -143,8 +152,10 @@ pub fn convert_gguf_to_hf(gguf: &GgufFile, out_dir: &Path) -> Result<()> {
         serde_json::to_string_pretty(&tok_cfg).unwrap().as_bytes(),
     )?;
 
-    // Weights.
+    // Weights: f32 for every reader, and the quantised matrices once more as their own GGUF
+    // blocks (`model.blocks.safetensors`) for the CPU fast path, which reads them at their size.
     let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut blocks: Vec<BlockTensor> = Vec::new();
     let mut take =
         |gguf_name: &str, hf_name: String, unpermute_heads: Option<usize>| -> Result<()> {
             let info = gguf
@@ -160,6 +171,27 @@ pub fn convert_gguf_to_hf(gguf: &GgufFile, out_dir: &Path) -> Result<()> {
                     ));
                 }
                 data = unpermute_qk(&data, shape[0], shape[1], h);
+            }
+            let format = match info.ggml_type {
+                GgmlType::Q4_0 => Some(BlockFormat::Q4_0),
+                GgmlType::Q4_1 => Some(BlockFormat::Q4_1),
+                GgmlType::Q8_0 => Some(BlockFormat::Q8_0),
+                _ => None,
+            };
+            if let Some(format) = format.filter(|_| shape.len() == 2) {
+                let raw = gguf.raw(info);
+                let row_bytes = raw.len() / shape[0];
+                let bytes = match unpermute_heads {
+                    Some(h) => unpermute_rows(raw, shape[0], row_bytes, h),
+                    None => raw.to_vec(),
+                };
+                blocks.push(BlockTensor {
+                    name: hf_name.clone(),
+                    format,
+                    rows: shape[0],
+                    cols: shape[1],
+                    bytes,
+                });
             }
             named.push((hf_name, shape, data));
             Ok(())
@@ -231,6 +263,7 @@ pub fn convert_gguf_to_hf(gguf: &GgufFile, out_dir: &Path) -> Result<()> {
         ));
     }
     write_f32_safetensors(&out_dir.join("model.safetensors"), &named)?;
+    write_block_safetensors(&out_dir.join(BLOCKS_FILE), &blocks)?;
 
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],

@@ -367,6 +367,11 @@ impl GgufFile {
         })
     }
 
+    /// The tensor's bytes as stored (whole blocks, rows in GGUF order).
+    pub fn raw(&self, info: &GgufTensorInfo) -> &[u8] {
+        &self.bytes[info.start..info.start + info.len]
+    }
+
     /// The tensor's values as f32 in row-major order (shape [`GgufTensorInfo::shape`]).
     pub fn dequantize(&self, info: &GgufTensorInfo) -> Vec<f32> {
         dequantize(

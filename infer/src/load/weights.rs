@@ -10,6 +10,7 @@ use memmap2::Mmap;
 use safetensors::SafeTensors;
 
 use crate::error::{InferError, Result};
+use crate::host::quant::BlockFormat;
 
 /// Memory-mapped safetensors shards of one checkpoint directory.
 pub struct Checkpoint {
@@ -109,6 +110,37 @@ impl Checkpoint {
     }
 
     /// Reads tensor `name` as f32 values, checking its shape is `expected`.
+    /// Checks that `name` exists with shape `expected` and marks it used, without reading it
+    /// (for a matrix taken from the blocks file instead).
+    pub fn check_shape(&mut self, name: &str, expected: &[usize]) -> Result<()> {
+        let shard = *self
+            .index
+            .get(name)
+            .ok_or_else(|| InferError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
+        let (path, mmap) = &self.shards[shard];
+        let st = SafeTensors::deserialize(mmap).map_err(|e| InferError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let view = st.tensor(name).map_err(|e| InferError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if view.shape() != expected {
+            return Err(InferError::TensorShape {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+                found: view.shape().to_vec(),
+                expected: expected.to_vec(),
+            });
+        }
+        self.used.insert(name.to_string());
+        Ok(())
+    }
+
     pub fn read_f32(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let shard = *self
             .index
@@ -215,4 +247,129 @@ pub fn write_f32_safetensors(
         }
     })?;
     std::fs::rename(&tmp, path).map_err(|e| InferError::io(path, e))
+}
+
+/// The file beside `model.safetensors` holding a GGUF-sourced checkpoint's quantised matrices as
+/// their own blocks (written by the converter; read by the CPU fast path with `--weights auto`).
+pub const BLOCKS_FILE: &str = "model.blocks.safetensors";
+
+/// One matrix of GGUF blocks: `rows` rows of `cols / 32` blocks each, rows in HF order.
+#[derive(Debug, Clone)]
+pub struct BlockTensor {
+    pub name: String,
+    pub format: BlockFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// Writes block matrices as `u8 [rows, bytes per row]` tensors; the metadata names each one's
+/// format and row length (`name` → `q4_1:576`). Atomic, as [`write_f32_safetensors`].
+pub fn write_block_safetensors(path: &Path, tensors: &[BlockTensor]) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    let mut metadata = std::collections::HashMap::new();
+    for t in tensors {
+        let shape = vec![t.rows, t.bytes.len() / t.rows.max(1)];
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::U8, shape, &t.bytes)
+            .map_err(|e| InferError::Safetensors {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{}`: {e}", t.name),
+            })?;
+        views.push((t.name.clone(), view));
+        metadata.insert(t.name.clone(), format!("{}:{}", t.format.name(), t.cols));
+    }
+    let tmp = path.with_extension("partial");
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
+        InferError::Safetensors {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| InferError::io(path, e))
+}
+
+/// A matrix's format and its rows of GGUF blocks.
+pub type BlockRows<'a> = (BlockFormat, Vec<&'a [u8]>);
+
+/// A checkpoint's [`BLOCKS_FILE`], memory-mapped.
+pub struct Blocks {
+    path: PathBuf,
+    mmap: Mmap,
+    /// name → (format, columns)
+    formats: BTreeMap<String, (BlockFormat, usize)>,
+}
+
+impl Blocks {
+    /// The blocks file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `dir`'s blocks file, `None` when it has none.
+    pub fn open(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(BLOCKS_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(&path).map_err(|e| InferError::io(&path, e))?;
+        // SAFETY: the checkpoint is treated as read-only for the life of the map.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| InferError::io(&path, e))?;
+        let bad = |reason: String| InferError::Safetensors {
+            path: path.clone(),
+            reason,
+        };
+        let (_, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
+        let mut formats = BTreeMap::new();
+        for (name, value) in meta.metadata().iter().flatten() {
+            let (f, cols) = value
+                .split_once(':')
+                .ok_or_else(|| bad(format!("`{name}`: `{value}` is not FORMAT:COLUMNS")))?;
+            let format = match f {
+                "q4_0" => BlockFormat::Q4_0,
+                "q4_1" => BlockFormat::Q4_1,
+                "q8_0" => BlockFormat::Q8_0,
+                other => return Err(bad(format!("`{name}`: unknown block format `{other}`"))),
+            };
+            let cols: usize = cols
+                .parse()
+                .map_err(|_| bad(format!("`{name}`: `{cols}` is not a row length")))?;
+            formats.insert(name.clone(), (format, cols));
+        }
+        Ok(Some(Self {
+            path,
+            mmap,
+            formats,
+        }))
+    }
+
+    /// The matrix `name` as `[expected rows, expected cols]` of blocks: its format and its rows,
+    /// or `None` when the file does not hold it.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<BlockRows<'_>>> {
+        let Some(&(format, c)) = self.formats.get(name) else {
+            return Ok(None);
+        };
+        let bad = |reason: String| InferError::Safetensors {
+            path: self.path.clone(),
+            reason,
+        };
+        let st = SafeTensors::deserialize(&self.mmap).map_err(|e| bad(e.to_string()))?;
+        let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+        let row_bytes = cols / crate::host::quant::QBLOCK * format.block_bytes();
+        if c != cols
+            || !cols.is_multiple_of(crate::host::quant::QBLOCK)
+            || view.dtype() != safetensors::Dtype::U8
+            || view.shape() != [rows, row_bytes]
+        {
+            return Err(bad(format!(
+                "`{name}` is {:?} {:?} of {c} columns, expected u8 [{rows}, {row_bytes}] of {cols}",
+                view.dtype(),
+                view.shape()
+            )));
+        }
+        // The view borrows the map for as long as `self` lives.
+        let data: &[u8] = view.data();
+        let start = data.as_ptr() as usize - self.mmap.as_ptr() as usize;
+        let data = &self.mmap[start..start + data.len()];
+        Ok(Some((format, data.chunks_exact(row_bytes).collect())))
+    }
 }
