@@ -109,10 +109,8 @@ impl Checkpoint {
         self.index.keys()
     }
 
-    /// Reads tensor `name` as f32 values, checking its shape is `expected`.
-    /// Checks that `name` exists with shape `expected` and marks it used, without reading it
-    /// (for a matrix taken from the blocks file instead).
-    pub fn check_shape(&mut self, name: &str, expected: &[usize]) -> Result<()> {
+    /// `name`'s view, checked to exist with shape `expected`.
+    fn view(&self, name: &str, expected: &[usize]) -> Result<safetensors::tensor::TensorView<'_>> {
         let shard = *self
             .index
             .get(name)
@@ -137,35 +135,20 @@ impl Checkpoint {
                 expected: expected.to_vec(),
             });
         }
+        Ok(view)
+    }
+
+    /// Checks that `name` exists with shape `expected` and marks it used, without reading it
+    /// (for a matrix taken from the blocks file instead).
+    pub fn check_shape(&mut self, name: &str, expected: &[usize]) -> Result<()> {
+        self.view(name, expected)?;
         self.used.insert(name.to_string());
         Ok(())
     }
 
+    /// Reads tensor `name` as f32 values, checking its shape is `expected`.
     pub fn read_f32(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let shard = *self
-            .index
-            .get(name)
-            .ok_or_else(|| InferError::MissingTensor {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-            })?;
-        let (path, mmap) = &self.shards[shard];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| InferError::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let view = st.tensor(name).map_err(|e| InferError::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if view.shape() != expected {
-            return Err(InferError::TensorShape {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-                found: view.shape().to_vec(),
-                expected: expected.to_vec(),
-            });
-        }
+        let view = self.view(name, expected)?;
         let data = view.data();
         let values = match view.dtype() {
             safetensors::Dtype::F32 => data
