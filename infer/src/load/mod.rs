@@ -4,5 +4,7 @@
 pub mod convert;
 pub mod gguf;
 pub mod hub;
+#[cfg(test)]
+mod quant_reference;
 pub mod tokenizer;
 pub mod weights;
