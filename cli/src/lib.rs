@@ -19,11 +19,12 @@ use tokenswift_infer::decoding::ngram::ContextTable;
 use tokenswift_infer::decoding::planner::{DraftMode, NgramLag, TreeChoice};
 use tokenswift_infer::decoding::session::{DEFAULT_NGRAM_TOPK, TokenSwiftConfig};
 use tokenswift_infer::device::DeviceChoice;
-use tokenswift_infer::draft::heads::{DraftHeads, load_base, load_heads};
+use tokenswift_infer::draft::heads::{DraftHeads, load_base_with, load_heads};
 use tokenswift_infer::draft::resolve::{draft_vocabulary, heads_path};
 use tokenswift_infer::draft::vocab::DEFAULT_DRAFT_VOCAB;
+use tokenswift_infer::host::quant::BlockFormat;
 use tokenswift_infer::load::tokenizer::TextTokenizer;
-use tokenswift_infer::model::Model;
+use tokenswift_infer::model::{Model, WeightsChoice};
 use tokenswift_infer::sampling::SamplingConfig;
 
 /// Compute device.
@@ -50,6 +51,39 @@ impl DeviceArg {
     }
 }
 
+/// The CPU fast path's weights (`--weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WeightsArg {
+    /// Each matrix as the checkpoint stores it: the default model's Q4_1 layers and Q8_0
+    /// lm_head as their GGUF blocks, dequantised in the kernel to exactly the f32 values (same
+    /// logits as `f32`, ~5× less weight memory to read); f32 for f32/bf16 safetensors.
+    Auto,
+    /// Every matrix in f32 (the checkpoint's values, converted).
+    F32,
+    /// Every matrix quantised to Q8_0 at load (lossy: a different model than the checkpoint's,
+    /// though TokenSwift stays lossless against AR on it).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Every matrix quantised to Q4_1 at load (lossy, as q8_0).
+    #[value(name = "q4_1")]
+    Q4_1,
+    /// Every matrix quantised to Q4_0 at load (lossy, as q8_0).
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl WeightsArg {
+    pub fn choice(self) -> WeightsChoice {
+        match self {
+            WeightsArg::Auto => WeightsChoice::Auto,
+            WeightsArg::F32 => WeightsChoice::F32,
+            WeightsArg::Q8_0 => WeightsChoice::Quantise(BlockFormat::Q8_0),
+            WeightsArg::Q4_1 => WeightsChoice::Quantise(BlockFormat::Q4_1),
+            WeightsArg::Q4_0 => WeightsChoice::Quantise(BlockFormat::Q4_0),
+        }
+    }
+}
+
 /// Model selection.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -60,6 +94,9 @@ pub struct ModelArgs {
     /// Compute device.
     #[arg(long, env = "TOKENSWIFT_DEVICE", value_enum, default_value = "auto")]
     pub device: DeviceArg,
+    /// Weights of the CPU fast path (ignored on a GPU): `auto` keeps the checkpoint's own format.
+    #[arg(long, env = "TOKENSWIFT_WEIGHTS", value_enum, default_value = "auto")]
+    pub weights: WeightsArg,
 }
 
 impl ModelArgs {
@@ -69,7 +106,7 @@ impl ModelArgs {
         let dir = resolve_model(&self.model, &|m| ui.note(m))?;
         let (device, dtype) = self.device.choice().resolve()?;
         let spinner = ui.spinner(format!("loading {}", dir.display()));
-        let model = load_base(&dir, &device, dtype)?;
+        let model = load_base_with(&dir, &device, dtype, self.weights.choice())?;
         let tokenizer = TextTokenizer::load(&dir)?;
         spinner.finish_and_clear();
         Ok((dir, model, tokenizer))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use tokenswift_cli::{DeviceArg, ModelArgs, Ui, peak_rss_mib};
+use tokenswift_cli::{DeviceArg, ModelArgs, Ui, WeightsArg, peak_rss_mib};
 use tokenswift_datasets::{CorpusSource, tokenize, training_sequences};
 use tokenswift_infer::draft::heads::{
     DraftHeads, HeadsManifest, base_fingerprint, load_heads, manifest_path, rank_tokens,
@@ -51,6 +51,11 @@ struct Cli {
     /// Compute device.
     #[arg(long, env = "TOKENSWIFT_DEVICE", value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// Weights of the frozen base on the CPU fast path: `auto` keeps the checkpoint's own format
+    /// (the default model's GGUF blocks give exactly the f32 values); q8_0/q4_1/q4_0 quantise at
+    /// load (the heads then learn that quantised model). The heads train in f32 either way.
+    #[arg(long, env = "TOKENSWIFT_WEIGHTS", value_enum, default_value = "auto")]
+    weights: WeightsArg,
     /// Corpus: `austen` (offline, Jane Austen's six novels; `persuasion` is held out), a
     /// directory of .txt files, a text file, or a .jsonl file with a `text` field.
     #[arg(long, default_value = "austen")]
@@ -215,6 +220,7 @@ fn run(cli: Cli) -> Result<()> {
     let margs = ModelArgs {
         model: cli.base.clone(),
         device: cli.device,
+        weights: cli.weights,
     };
     let (_dir, model, tokenizer) = margs.load(&ui)?;
     let on_gpu = !model.uses_cpu_kernels() && !tokenswift_infer::model::is_flex(model.device());

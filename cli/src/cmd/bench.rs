@@ -35,6 +35,15 @@ pub struct BenchArgs {
     /// transformers) on the same checkpoint and thread count.
     #[arg(long)]
     pub transformers: Option<PathBuf>,
+    /// Also run scripts/bench_llamacpp.py with this Python (which must have the PyPI package
+    /// llama-cpp-python) on the same GGUF file, contexts and thread count, and print our decode
+    /// speed over llama.cpp's.
+    #[arg(long)]
+    pub llamacpp: Option<PathBuf>,
+    /// The GGUF file for `--llamacpp` (default: the default model's own file, Q4_1 with a Q8_0
+    /// embedding; any other model needs its GGUF here).
+    #[arg(long, requires = "llamacpp")]
+    pub gguf: Option<PathBuf>,
     /// Also measure the forward pass through plain burn ops (the path GPUs take) on the same
     /// device, in this run, with the ratio to the CPU fast path.
     #[arg(long)]
@@ -210,11 +219,27 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     println!(
-        "# tokenswift bench — {} on {:?}, {} threads",
+        "# tokenswift bench — {} on {:?}, weights {}, {} threads",
         dir.display(),
         args.model.device,
+        model.weights_format(),
         threads
     );
+    // Fail on a missing peer before the long measurements.
+    let gguf = match (&args.llamacpp, &args.gguf) {
+        (None, _) => None,
+        (Some(_), Some(g)) if !g.is_file() => bail!("--gguf {}: no such file", g.display()),
+        (Some(_), Some(g)) => Some(g.clone()),
+        (Some(_), None) if args.model.model == "smollm2-135m" => {
+            Some(tokenswift_infer::load::hub::default_model_gguf(&|m| {
+                ui.note(m)
+            })?)
+        }
+        (Some(_), None) => bail!(
+            "--llamacpp needs --gguf FILE for `{}` (only the default model's GGUF is known)",
+            args.model.model
+        ),
+    };
     println!(
         "\n## verify pass: q new tokens over a cached context, logits for the first row (what a TokenSwift verify computes); median of {} runs, ms (in brackets: the median ratio to q = 1 within a run)",
         args.reps
@@ -231,6 +256,7 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
     println!("| context | prefill tok/s | decode tok/s | ms/token |");
     println!("|---|---|---|---|");
     let greedy = SamplingConfig::greedy();
+    let mut decode = Vec::new();
     for &ctx in &args.contexts {
         let prompt = filler(ctx, cfg.vocab_size);
         let pb = ui.spinner(format!("prefill {ctx} + decode {}", args.decode_tokens));
@@ -243,6 +269,7 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
             &mut |_| Ok(()),
         )?;
         pb.finish_and_clear();
+        decode.push((ctx, stats.decode_tokens_per_second()));
         println!(
             "| {ctx} | {:.0} | {:.2} | {:.1} |",
             stats.prefill_tokens_per_second(),
@@ -287,6 +314,10 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
         print_table(&args.q, &slow, Some(&fast));
     }
 
+    if let (Some(py), Some(gguf)) = (&args.llamacpp, &gguf) {
+        llamacpp(py, gguf, &args, threads, &verify, &decode)?;
+    }
+
     if let Some(py) = &args.transformers {
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_transformers.py");
@@ -318,6 +349,75 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
         if !status.success() {
             bail!("{} {} failed", py.display(), script.display());
         }
+    }
+    Ok(())
+}
+
+/// Runs scripts/bench_llamacpp.py and prints its tables, then ours over its.
+fn llamacpp(
+    py: &std::path::Path,
+    gguf: &std::path::Path,
+    args: &BenchArgs,
+    threads: usize,
+    verify: &Table,
+    decode: &[(usize, f64)],
+) -> Result<()> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_llamacpp.py");
+    println!(
+        "\n## llama.cpp (llama-cpp-python, {} , {threads} threads, flash attention off), measured now",
+        gguf.display()
+    );
+    let ctxs: Vec<String> = args.contexts.iter().map(|c| c.to_string()).collect();
+    let qs: Vec<String> = args.q.iter().map(|c| c.to_string()).collect();
+    let out = Command::new(py)
+        .arg(&script)
+        .arg("--gguf")
+        .arg(gguf)
+        .args(["--contexts", &ctxs.join(","), "--q", &qs.join(",")])
+        .args(["--reps", &args.reps.to_string()])
+        .args(["--decode-tokens", &args.decode_tokens.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", py.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut summary = None;
+    for line in text.lines() {
+        match line.strip_prefix("JSON ") {
+            Some(j) => summary = Some(j.to_string()),
+            None => println!("{line}"),
+        }
+    }
+    if !out.status.success() {
+        bail!(
+            "{} {} failed ({})",
+            py.display(),
+            script.display(),
+            out.status
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&summary.context("bench_llamacpp.py printed no JSON summary")?)
+            .context("bench_llamacpp.py printed a malformed JSON summary")?;
+    println!("\n## this project / llama.cpp, same run (above 1: we are faster)");
+    println!(
+        "| context | decode tok/s, ours | llama.cpp | ours / llama.cpp | verify q=16 / q=1, ours | llama.cpp |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (i, &(ctx, ours)) in decode.iter().enumerate() {
+        let key = ctx.to_string();
+        let theirs = summary["decode_tps"][&key].as_f64().unwrap_or(f64::NAN);
+        let fwd = &summary["forward_ms"][&key];
+        let their_ratio =
+            fwd["16"].as_f64().unwrap_or(f64::NAN) / fwd["1"].as_f64().unwrap_or(f64::NAN);
+        let our_ratio = verify
+            .get(i)
+            .and_then(|(_, row)| row.iter().find(|(q, _, _)| *q == 16))
+            .map_or(f64::NAN, |(_, _, r)| *r);
+        println!(
+            "| {ctx} | {ours:.2} | {theirs:.2} | {:.2}× | {our_ratio:.2} | {their_ratio:.2} |",
+            ours / theirs
+        );
     }
     Ok(())
 }

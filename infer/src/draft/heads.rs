@@ -140,12 +140,23 @@ pub fn is_head_tensor(name: &str) -> bool {
 /// Loads a base model whose checkpoint may also hold draft heads (the published layout): the
 /// heads' tensors are left to [`load_heads`] rather than reported as unused.
 pub fn load_base(dir: &Path, device: &Device, dtype: DType) -> Result<Model> {
+    load_base_with(dir, device, dtype, crate::model::WeightsChoice::default())
+}
+
+/// As [`load_base`], with the CPU fast path's weights chosen.
+pub fn load_base_with(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    weights: crate::model::WeightsChoice,
+) -> Result<Model> {
     Model::load_with(
         dir,
         device,
         dtype,
         crate::model::LoadOptions {
             foreign: is_head_tensor,
+            weights,
             ..Default::default()
         },
     )

@@ -149,7 +149,7 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
 /// # Safety
 /// `src` and `dst` must be valid for `n` floats and not overlap.
 #[inline(always)]
-unsafe fn copy_floats(src: *const f32, dst: *mut f32, n: usize) {
+pub(super) unsafe fn copy_floats(src: *const f32, dst: *mut f32, n: usize) {
     // SAFETY: the caller's guarantees.
     unsafe {
         if n == PANEL {

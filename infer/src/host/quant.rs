@@ -18,7 +18,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::kernels::{OutPtr, PANEL, PackedMatrix, Panels, matmul_packed, task_body};
+use super::kernels::{OutPtr, PANEL, PackedMatrix, Panels, copy_floats, matmul_packed, task_body};
 
 /// Values per quantisation block.
 pub const QBLOCK: usize = 32;
@@ -81,6 +81,70 @@ fn f16(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
+/// Quantises a row-major `[n, k]` f32 matrix (`k` a multiple of [`QBLOCK`]) into GGUF blocks of
+/// `format`, row by row, with the rounding of ggml's reference quantisers (`quantize_row_*_ref`).
+/// Lossy: the product over the result is the product over the blocks' values, not over `w`.
+pub fn quantize_rows(format: BlockFormat, w: &[f32], n: usize, k: usize) -> Vec<Vec<u8>> {
+    assert!(
+        k.is_multiple_of(QBLOCK) && w.len() == n * k,
+        "a [{n}, {k}] matrix"
+    );
+    let bb = format.block_bytes();
+    w.par_chunks(k)
+        .map(|row| {
+            let mut out = vec![0u8; k / QBLOCK * bb];
+            for (x, blk) in row.chunks_exact(QBLOCK).zip(out.chunks_exact_mut(bb)) {
+                quantize_block(format, x, blk);
+            }
+            out
+        })
+        .collect()
+}
+
+fn put_f16(dst: &mut [u8], v: f32) {
+    dst[..2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+}
+
+fn quantize_block(format: BlockFormat, x: &[f32], blk: &mut [u8]) {
+    let inv = |d: f32| if d != 0.0 { 1.0 / d } else { 0.0 };
+    match format {
+        BlockFormat::Q8_0 => {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = inv(d);
+            put_f16(&mut blk[0..2], d);
+            for (q, &v) in blk[2..34].iter_mut().zip(x) {
+                *q = (v * id).round() as i8 as u8;
+            }
+        }
+        BlockFormat::Q4_1 => {
+            let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let d = (max - min) / 15.0;
+            let id = inv(d);
+            put_f16(&mut blk[0..2], d);
+            put_f16(&mut blk[2..4], min);
+            let q = |v: f32| (((v - min) * id + 0.5) as i8).clamp(0, 15) as u8;
+            for j in 0..QBLOCK / 2 {
+                blk[4 + j] = q(x[j]) | (q(x[j + QBLOCK / 2]) << 4);
+            }
+        }
+        BlockFormat::Q4_0 => {
+            let max = x
+                .iter()
+                .copied()
+                .fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+            let d = max / -8.0;
+            let id = inv(d);
+            put_f16(&mut blk[0..2], d);
+            let q = |v: f32| ((v * id + 8.5) as i8).clamp(0, 15) as u8;
+            for j in 0..QBLOCK / 2 {
+                blk[2 + j] = q(x[j]) | (q(x[j + QBLOCK / 2]) << 4);
+            }
+        }
+    }
+}
+
 /// A `[n, k]` weight (HF `[out, in]` layout) of GGUF blocks, packed for [`matmul_quant`].
 #[derive(Debug, Clone)]
 pub struct QuantMatrix {
@@ -128,8 +192,25 @@ impl QuantMatrix {
                     scales[s + PANEL + j] = f16(&blk[2..4]);
                 }
                 let q = (p * nb + b) * qb * PANEL;
-                for (i, &v) in blk[qo..qo + qb].iter().enumerate() {
-                    quants[q + i * PANEL + j] = v;
+                let src = &blk[qo..qo + qb];
+                if format == BlockFormat::Q8_0 {
+                    for (i, &v) in src.iter().enumerate() {
+                        quants[q + i * PANEL + j] = v;
+                    }
+                } else {
+                    // GGUF byte i holds depths i (low nibble) and i + 16 (high); here byte t
+                    // holds depths 2t (low) and 2t + 1 (high), so that the kernel walks the
+                    // depths in order, two per byte.
+                    let nib = |d: usize| {
+                        if d < 16 {
+                            src[d] & 0x0f
+                        } else {
+                            src[d - 16] >> 4
+                        }
+                    };
+                    for t in 0..QBLOCK / 2 {
+                        quants[q + t * PANEL + j] = nib(2 * t) | (nib(2 * t + 1) << 4);
+                    }
                 }
             }
         }
@@ -186,13 +267,9 @@ impl QuantMatrix {
                 }
                 BlockFormat::Q4_1 => {
                     let mn: &[f32; PANEL] = s[PANEL..].try_into().expect("a panel of minimums");
-                    let (lo, hi) = o.split_at_mut(QBLOCK / 2 * PANEL);
-                    for (i, (lo, hi)) in lo
-                        .chunks_exact_mut(PANEL)
-                        .zip(hi.chunks_exact_mut(PANEL))
-                        .enumerate()
-                    {
-                        let qr = row(i);
+                    for (t, pair) in o.chunks_exact_mut(2 * PANEL).enumerate() {
+                        let qr = row(t);
+                        let (lo, hi) = pair.split_at_mut(PANEL);
                         for j in 0..PANEL {
                             lo[j] = d[j] * f32::from(qr[j] & 0x0f) + mn[j];
                             hi[j] = d[j] * f32::from(qr[j] >> 4) + mn[j];
@@ -200,13 +277,9 @@ impl QuantMatrix {
                     }
                 }
                 BlockFormat::Q4_0 => {
-                    let (lo, hi) = o.split_at_mut(QBLOCK / 2 * PANEL);
-                    for (i, (lo, hi)) in lo
-                        .chunks_exact_mut(PANEL)
-                        .zip(hi.chunks_exact_mut(PANEL))
-                        .enumerate()
-                    {
-                        let qr = row(i);
+                    for (t, pair) in o.chunks_exact_mut(2 * PANEL).enumerate() {
+                        let qr = row(t);
+                        let (lo, hi) = pair.split_at_mut(PANEL);
                         for j in 0..PANEL {
                             lo[j] = d[j] * (f32::from(qr[j] & 0x0f) - 8.0);
                             hi[j] = d[j] * (f32::from(qr[j] >> 4) - 8.0);
@@ -215,6 +288,206 @@ impl QuantMatrix {
                 }
             }
         }
+    }
+}
+
+/// The fused kernel's block formats as const parameters (one compiled loop per format).
+const F_Q8_0: u8 = 0;
+const F_Q4_0: u8 = 1;
+const F_Q4_1: u8 = 2;
+
+/// The 16 values of depth pair `t` of one panel's block: the low nibbles (depth 2t) into `lo`,
+/// the high (depth 2t + 1) into `hi`, by the expression of [`crate::load::gguf::dequantize`].
+#[inline(always)]
+fn nibbles<const F: u8>(
+    q: &[u8; PANEL],
+    d: &[f32; PANEL],
+    mn: &[f32; PANEL],
+    lo: &mut [f32; PANEL],
+    hi: &mut [f32; PANEL],
+) {
+    for j in 0..PANEL {
+        if F == F_Q4_1 {
+            lo[j] = d[j] * f32::from(q[j] & 0x0f) + mn[j];
+            hi[j] = d[j] * f32::from(q[j] >> 4) + mn[j];
+        } else {
+            lo[j] = d[j] * (f32::from(q[j] & 0x0f) - 8.0);
+            hi[j] = d[j] * (f32::from(q[j] >> 4) - 8.0);
+        }
+    }
+}
+
+/// `acc[r][p][j] += Σ_kk x[r·k + kk] · W[panel p, kk, j]` over the whole depth, dequantising
+/// each weight once in registers and using it for every row (no f32 copy of the panel is
+/// written). Per output the depths are accumulated in order, one (fused where `FMA`)
+/// multiply-add each, starting from zero: the f32 kernel's sum, so the same bits.
+#[inline(always)]
+fn fused_tile<const R: usize, const NP: usize, const FMA: bool, const F: u8>(
+    x: &[f32],
+    w: &QuantMatrix,
+    first_panel: usize,
+    row0: usize,
+    y: &OutPtr,
+) {
+    let (k, nb) = (w.k, w.k / QBLOCK);
+    let sc = w.format.scales();
+    let qb = w.format.quant_bytes();
+    let last_panel = first_panel + NP;
+    // Bounds once per call, so the inner loop is loads, conversions and FMAs only.
+    assert!(x.len() >= (row0 + R) * k, "input rows out of bounds");
+    assert!(
+        w.scales.len() >= last_panel * nb * sc * PANEL
+            && w.quants.len() >= last_panel * nb * qb * PANEL,
+        "panels out of bounds"
+    );
+    let xp = x[row0 * k..].as_ptr();
+    let load16 = |v: &[f32], at: usize| -> [f32; PANEL] {
+        // SAFETY: `at + PANEL <= v.len()` for every call below (asserted above).
+        unsafe { *(v.as_ptr().add(at) as *const [f32; PANEL]) }
+    };
+    let bytes16 = |at: usize| -> &[u8; PANEL] {
+        // SAFETY: as above, for the quant bytes.
+        unsafe { &*(w.quants.as_ptr().add(at) as *const [u8; PANEL]) }
+    };
+    let mut acc = [[[0f32; PANEL]; NP]; R];
+    for b in 0..nb {
+        let blk: [usize; NP] = std::array::from_fn(|p| (first_panel + p) * nb + b);
+        let d: [[f32; PANEL]; NP] = std::array::from_fn(|p| load16(&w.scales, blk[p] * sc * PANEL));
+        let mn: [[f32; PANEL]; NP] = std::array::from_fn(|p| {
+            if F == F_Q4_1 {
+                load16(&w.scales, blk[p] * sc * PANEL + PANEL)
+            } else {
+                [0.0; PANEL]
+            }
+        });
+        let q0: [usize; NP] = std::array::from_fn(|p| blk[p] * qb * PANEL);
+        let k0 = b * QBLOCK;
+        if F == F_Q8_0 {
+            for i in 0..QBLOCK {
+                let mut wv = [[0f32; PANEL]; NP];
+                for p in 0..NP {
+                    let q = bytes16(q0[p] + i * PANEL);
+                    for j in 0..PANEL {
+                        wv[p][j] = d[p][j] * f32::from(q[j] as i8);
+                    }
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // SAFETY: row r of the tile holds k > k0 + i values (asserted above).
+                    let xv = unsafe { *xp.add(r * k + k0 + i) };
+                    for p in 0..NP {
+                        for j in 0..PANEL {
+                            acc_r[p][j] = if FMA {
+                                xv.mul_add(wv[p][j], acc_r[p][j])
+                            } else {
+                                acc_r[p][j] + xv * wv[p][j]
+                            };
+                        }
+                    }
+                }
+            }
+        } else {
+            for t in 0..QBLOCK / 2 {
+                let mut lo = [[0f32; PANEL]; NP];
+                let mut hi = [[0f32; PANEL]; NP];
+                for p in 0..NP {
+                    let q = bytes16(q0[p] + t * PANEL);
+                    nibbles::<F>(q, &d[p], &mn[p], &mut lo[p], &mut hi[p]);
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above; k0 + 2t + 1 < k.
+                    let (x0, x1) =
+                        unsafe { (*xp.add(r * k + k0 + 2 * t), *xp.add(r * k + k0 + 2 * t + 1)) };
+                    for (xv, wv) in [(x0, &lo), (x1, &hi)] {
+                        for p in 0..NP {
+                            for j in 0..PANEL {
+                                acc_r[p][j] = if FMA {
+                                    xv.mul_add(wv[p][j], acc_r[p][j])
+                                } else {
+                                    acc_r[p][j] + xv * wv[p][j]
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (p, vals) in row.iter().enumerate() {
+            let col0 = (first_panel + p) * PANEL;
+            let cols = PANEL.min(w.n.saturating_sub(col0));
+            // SAFETY: row0 + r < m and col0 + cols <= n; this task owns these columns.
+            unsafe {
+                let dst = y.0.add((row0 + r) * w.n + col0);
+                copy_floats(vals.as_ptr(), dst, cols);
+            }
+        }
+    }
+}
+
+/// Rows per fused register tile (more spill the registers).
+const FUSED_TILE: usize = 12;
+/// Up to this many rows the product runs fused (each weight dequantised in registers once per
+/// row tile); more rows (prefill) dequantise depth chunks into an L1 window once and reuse them.
+const FUSED_ROWS: usize = 36;
+
+/// Panels `p0..p1` of rows `row0..row0 + rows` (`rows ≤ FUSED_TILE`), fused: two panels per tile
+/// up to 6 rows, one beyond.
+#[inline(always)]
+fn fused_rows<const FMA: bool, const F: u8>(
+    x: &[f32],
+    (row0, rows): (usize, usize),
+    w: &QuantMatrix,
+    (p0, p1): (usize, usize),
+    y: &OutPtr,
+) {
+    macro_rules! tiles {
+        ($np:literal, $($r:literal)*) => {{
+            let mut p = p0;
+            while p1 - p >= $np {
+                match rows {
+                    $($r => fused_tile::<$r, $np, FMA, F>(x, w, p, row0, y),)*
+                    _ => unreachable!("at most {FUSED_TILE} rows per tile"),
+                }
+                p += $np;
+            }
+            p
+        }};
+    }
+    let p = if rows <= 6 {
+        tiles!(2, 1 2 3 4 5 6)
+    } else {
+        tiles!(1, 7 8 9 10 11 12)
+    };
+    if p < p1 {
+        match rows {
+            1 => fused_tile::<1, 1, FMA, F>(x, w, p, row0, y),
+            2 => fused_tile::<2, 1, FMA, F>(x, w, p, row0, y),
+            3 => fused_tile::<3, 1, FMA, F>(x, w, p, row0, y),
+            4 => fused_tile::<4, 1, FMA, F>(x, w, p, row0, y),
+            5 => fused_tile::<5, 1, FMA, F>(x, w, p, row0, y),
+            6 => fused_tile::<6, 1, FMA, F>(x, w, p, row0, y),
+            _ => unreachable!("odd panel counts only reach here with two-panel tiles"),
+        }
+    }
+}
+
+/// Panels `p0..p1` of an `m ≤ FUSED_ROWS` product, in balanced row tiles of at most
+/// [`FUSED_TILE`] rows.
+#[inline(always)]
+fn fused_task<const FMA: bool, const F: u8>(
+    x: &[f32],
+    m: usize,
+    w: &QuantMatrix,
+    panels: (usize, usize),
+    y: &OutPtr,
+) {
+    let tile = m.div_ceil(m.div_ceil(FUSED_TILE));
+    let mut row0 = 0;
+    while row0 < m {
+        let rows = tile.min(m - row0);
+        fused_rows::<FMA, F>(x, (row0, rows), w, panels, y);
+        row0 += rows;
     }
 }
 
@@ -234,6 +507,14 @@ fn qtask_body<const FMA: bool>(
     y: &OutPtr,
     window: &mut Vec<f32>,
 ) {
+    if m <= FUSED_ROWS {
+        match w.format {
+            BlockFormat::Q8_0 => fused_task::<FMA, F_Q8_0>(x, m, w, (p0, p1), y),
+            BlockFormat::Q4_0 => fused_task::<FMA, F_Q4_0>(x, m, w, (p0, p1), y),
+            BlockFormat::Q4_1 => fused_task::<FMA, F_Q4_1>(x, m, w, (p0, p1), y),
+        }
+        return;
+    }
     let span = w.k * PANEL;
     if window.len() < 2 * span {
         window.resize(2 * span, 0.0);
@@ -373,6 +654,43 @@ impl Weight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Quantising rounds each value to within half a step of its block's grid (Q8_0: amax/127,
+    /// Q4_1: (max − min)/15), with the f16 scale's own rounding on top; Q4_0 (step amax/8) within
+    /// a whole step, since its grid stops one step short of −max's opposite.
+    #[test]
+    fn quantisers_round_to_their_grid() {
+        let k = 64;
+        let w: Vec<f32> = (0..3 * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        for (format, steps) in [
+            (BlockFormat::Q8_0, 127.0),
+            (BlockFormat::Q4_1, 15.0 / 2.0),
+            (BlockFormat::Q4_0, 4.0),
+        ] {
+            let rows = quantize_rows(format, &w, 3, k);
+            let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+            let q = QuantMatrix::from_rows(format, &refs, k).unwrap();
+            // Multiply by the identity to read the dequantised values back.
+            let eye: Vec<f32> = (0..k * k)
+                .map(|i| if i / k == i % k { 1.0 } else { 0.0 })
+                .collect();
+            let mut back = vec![0f32; k * 3];
+            matmul_quant(&eye, k, &q, &mut back);
+            for r in 0..3 {
+                for blk in 0..k / QBLOCK {
+                    let xs = &w[r * k + blk * QBLOCK..][..QBLOCK];
+                    let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    let tol = amax / steps * 0.51 + amax * 2e-3;
+                    for (j, &x) in xs.iter().enumerate() {
+                        let got = back[(blk * QBLOCK + j) * 3 + r];
+                        assert!((got - x).abs() <= tol, "{format:?} {x} → {got}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn bad_shapes_are_errors() {

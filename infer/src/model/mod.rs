@@ -12,5 +12,6 @@ mod transformer;
 pub use cache::KvCache;
 pub use config::ModelConfig;
 pub use transformer::{
-    AttentionMask, ForwardOutput, Linear, LoadOptions, LogitRows, Model, Outputs, RmsNorm, is_flex,
+    AttentionMask, ForwardOutput, Linear, LoadOptions, LogitRows, Model, Outputs, RmsNorm,
+    WeightsChoice, is_flex,
 };

@@ -14,7 +14,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use crate::error::{InferError, Result};
 use crate::host::kernels::PackedMatrix;
 use crate::host::layer::{self as host, CpuDims, CpuLayer};
-use crate::host::quant::{QuantMatrix, Weight};
+use crate::host::quant::{BlockFormat, QBLOCK, QuantMatrix, Weight, quantize_rows};
 use crate::load::weights::Blocks;
 use crate::load::weights::Checkpoint;
 use crate::model::cache::KvCache;
@@ -164,15 +164,17 @@ struct HostModel {
 /// Which weights the CPU fast path multiplies by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightsChoice {
-    /// f32 for every matrix (the checkpoint's values, converted). The default: the in-kernel
-    /// dequantisation is not yet faster (measured 68.6 vs 26.9 ms/token decoding the default
-    /// model on the 2-core reference CPU), only smaller (peak 639 vs 1309 MiB).
+    /// f32 for every matrix (the checkpoint's values, converted).
     #[default]
     F32,
     /// Each matrix as stored: a GGUF-sourced checkpoint's quantised matrices as their own blocks
     /// (`model.blocks.safetensors`), dequantised in the kernel to exactly the f32 values, so
     /// every logit equals the f32 path's; f32 where the checkpoint has no blocks.
     Auto,
+    /// Every matrix quantised at load from its f32 values (ggml's reference rounding), whatever
+    /// the checkpoint stores: smaller and faster, numerically not the checkpoint's model. AR and
+    /// TokenSwift multiply by the same blocks, so TokenSwift stays lossless against AR.
+    Quantise(BlockFormat),
 }
 
 /// How [`Model::load_with`] loads a checkpoint.
@@ -220,16 +222,16 @@ impl Model {
         let mut ckpt = Checkpoint::open(dir)?;
         let blocks = match opts.weights {
             WeightsChoice::Auto => Blocks::open(dir)?,
-            WeightsChoice::F32 => None,
+            WeightsChoice::F32 | WeightsChoice::Quantise(_) => None,
         };
-        let model = Self::from_checkpoint(
-            config,
-            &mut ckpt,
-            device,
-            dtype,
-            cpu_kernels,
-            blocks.as_ref(),
-        )?;
+        let source = HostWeights {
+            blocks: blocks.as_ref(),
+            quantise: match opts.weights {
+                WeightsChoice::Quantise(f) => Some(f),
+                _ => None,
+            },
+        };
+        let model = Self::from_checkpoint(config, &mut ckpt, device, dtype, cpu_kernels, source)?;
         let tied = model.config.tie_word_embeddings;
         let unused = ckpt.unused(|n| {
             (opts.foreign)(n)
@@ -252,7 +254,7 @@ impl Model {
         device: &Device,
         dtype: DType,
         cpu_kernels: bool,
-        quant: Option<&Blocks>,
+        quant: HostWeights,
     ) -> Result<Self> {
         let c = &config;
         let (h, hd) = (c.hidden_size, c.head_dim);
@@ -363,15 +365,13 @@ impl Model {
             } else {
                 "lm_head.weight"
             };
-            let lm = match quant_weight(quant, &[(head_name.to_string(), c.vocab_size)], h)? {
+            let lm = match quant_weight(quant.blocks, &[(head_name.to_string(), c.vocab_size)], h)?
+            {
                 Some(w) => w,
                 None => {
                     let head = lm_head.as_ref().map(host);
-                    Weight::F32(PackedMatrix::pack(
-                        head.as_ref().unwrap_or(&embed_host),
-                        c.vocab_size,
-                        h,
-                    ))
+                    let values = head.as_ref().unwrap_or(&embed_host);
+                    pack_or_quantise(values, c.vocab_size, h, quant.quantise)?
                 }
             };
             Layers::Host(Box::new(HostModel {
@@ -413,7 +413,7 @@ impl Model {
     fn cpu_layer(
         c: &ModelConfig,
         ckpt: &mut Checkpoint,
-        blocks: Option<&Blocks>,
+        blocks: HostWeights,
         p: &str,
     ) -> Result<CpuLayer> {
         let (h, hd) = (c.hidden_size, c.head_dim);
@@ -463,6 +463,30 @@ impl Model {
             gate_up,
             down,
         })
+    }
+
+    /// The formats of the matrices the CPU fast path multiplies by, most used first (`f32`,
+    /// `q4_1+q8_0`, …); `burn` when the model runs on burn ops.
+    pub fn weights_format(&self) -> String {
+        let Layers::Host(host) = &self.layers else {
+            return "burn".to_string();
+        };
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        let mut add = |w: &Weight| {
+            let n = w.rows() * w.cols();
+            match counts.iter_mut().find(|(f, _)| *f == w.format_name()) {
+                Some((_, c)) => *c += n,
+                None => counts.push((w.format_name(), n)),
+            }
+        };
+        for l in &host.layers {
+            for w in [&l.qkv, &l.o, &l.gate_up, &l.down] {
+                add(w);
+            }
+        }
+        add(&host.lm_head);
+        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.iter().map(|(f, _)| *f).collect::<Vec<_>>().join("+")
     }
 
     /// Whether this model runs on the CPU fast path.
@@ -893,11 +917,11 @@ fn quant_weight(
 /// copies count as used either way.
 fn host_weight(
     ckpt: &mut Checkpoint,
-    blocks: Option<&Blocks>,
+    source: HostWeights,
     parts: &[(String, usize)],
     cols: usize,
 ) -> Result<Weight> {
-    if let Some(w) = quant_weight(blocks, parts, cols)? {
+    if let Some(w) = quant_weight(source.blocks, parts, cols)? {
         for (name, n) in parts {
             ckpt.check_shape(name, &[*n, cols])?;
         }
@@ -908,5 +932,40 @@ fn host_weight(
         v.extend(ckpt.read_f32(name, &[*n, cols])?);
     }
     let total = parts.iter().map(|p| p.1).sum();
-    Ok(Weight::F32(PackedMatrix::pack(&v, total, cols)))
+    pack_or_quantise(&v, total, cols, source.quantise)
+}
+
+/// Where the CPU fast path's matrices come from: the checkpoint's blocks file where it holds a
+/// matrix, else its f32 values, packed or (`quantise`) quantised at load.
+#[derive(Clone, Copy)]
+pub struct HostWeights<'a> {
+    pub blocks: Option<&'a Blocks>,
+    pub quantise: Option<BlockFormat>,
+}
+
+/// A row-major `[n, k]` f32 matrix packed, or quantised to `quantise` (an error when `k` is not
+/// a multiple of the block size).
+fn pack_or_quantise(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    quantise: Option<BlockFormat>,
+) -> Result<Weight> {
+    let Some(format) = quantise else {
+        return Ok(Weight::F32(PackedMatrix::pack(w, n, k)));
+    };
+    if !k.is_multiple_of(QBLOCK) {
+        return Err(InferError::setting(
+            "weights",
+            format!(
+                "{} needs matrices whose rows are a multiple of {QBLOCK} values; this model has rows of {k}",
+                format.name()
+            ),
+        ));
+    }
+    let rows = quantize_rows(format, w, n, k);
+    let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+    QuantMatrix::from_rows(format, &refs, k)
+        .map(Weight::Quant)
+        .map_err(|m| InferError::setting("weights", m))
 }
