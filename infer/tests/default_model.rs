@@ -10,9 +10,10 @@ use std::sync::OnceLock;
 
 use burn::tensor::{DType, Device};
 use tokenswift_infer::decoding::ar::generate_ar;
+use tokenswift_infer::host::quant::BlockFormat;
 use tokenswift_infer::load::hub::ensure_default_model;
 use tokenswift_infer::load::tokenizer::TextTokenizer;
-use tokenswift_infer::model::{AttentionMask, LogitRows, Model};
+use tokenswift_infer::model::{AttentionMask, LoadOptions, LogitRows, Model, WeightsChoice};
 use tokenswift_infer::sampling::SamplingConfig;
 use tokenswift_infer::tensor::to_host_f32;
 
@@ -21,6 +22,22 @@ fn model_dir() -> &'static PathBuf {
     DIR.get_or_init(|| {
         ensure_default_model(&|m| eprintln!("{m}")).expect("the default model can be fetched")
     })
+}
+
+/// The default model with the CPU fast path's weights chosen.
+fn load(weights: WeightsChoice) -> Model {
+    let opts = LoadOptions {
+        weights,
+        ..Default::default()
+    };
+    Model::load_with(model_dir(), &Device::flex(), DType::F32, opts).unwrap()
+}
+
+/// The GGUF's own blocks (Q4_1 layers, Q8_0 lm_head), checked to be what the model runs on.
+fn load_blocks() -> Model {
+    let model = load(WeightsChoice::Auto);
+    assert_eq!(model.weights_format(), "q4_1+q8_0");
+    model
 }
 
 fn goldens(file: &str) -> serde_json::Value {
@@ -54,7 +71,14 @@ fn tokenizer_ids_match_the_reference() {
 
 #[test]
 fn logits_and_greedy_continuation_match_transformers() {
-    let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
+    // The converted f32 matrices and the GGUF's own blocks (dequantised in the kernel) are the
+    // same model: both must match the goldens.
+    for model in [load(WeightsChoice::F32), load_blocks()] {
+        logits_and_greedy_continuation_match(&model);
+    }
+}
+
+fn logits_and_greedy_continuation_match(model: &Model) {
     let g = goldens("smollm2.json");
     let vocab = model.config().vocab_size;
     let mut worst = 0f32;
@@ -97,13 +121,16 @@ fn logits_and_greedy_continuation_match_transformers() {
             }
         }
     }
-    println!("SmolLM2-135M vs transformers: max |Δlogit| = {worst:.2e}");
+    println!(
+        "SmolLM2-135M ({}) vs transformers: max |Δlogit| = {worst:.2e}",
+        model.weights_format()
+    );
     assert!(worst < 1e-2, "max |Δlogit| {worst}");
 
     let tok = TextTokenizer::load(model_dir()).unwrap();
     let prompt = tok.encode(g["greedy_prompt"].as_str().unwrap()).unwrap();
     let (generated, _) = generate_ar(
-        &model,
+        model,
         &prompt,
         64,
         &SamplingConfig::greedy(),
@@ -112,6 +139,55 @@ fn logits_and_greedy_continuation_match_transformers() {
     )
     .unwrap();
     assert_eq!(generated, u32s(&g["greedy"]));
+}
+
+/// Every logit of the GGUF's own blocks equals the f32 path's bit for bit, for a prompt pass and
+/// for decode steps of 1 and several rows (the fused kernel up to 36 rows, the window beyond).
+/// Control: the same matrices re-quantised to Q8_0 give different logits.
+#[test]
+fn gguf_blocks_give_the_f32_logits_bit_for_bit() {
+    let f32m = load(WeightsChoice::F32);
+    let blocks = load_blocks();
+    let q8 = load(WeightsChoice::Quantise(BlockFormat::Q8_0));
+    assert_eq!(f32m.weights_format(), "f32");
+    assert_eq!(q8.weights_format(), "q8_0");
+    let tok = TextTokenizer::load(model_dir()).unwrap();
+    let ids = tok
+        .encode("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. However little known the feelings or views of such a man may be on his first entering a neighbourhood")
+        .unwrap();
+    assert!(ids.len() > 36, "a prompt long enough for the window path");
+    let run = |model: &Model| -> Vec<Vec<f32>> {
+        let mut cache = model.new_cache(ids.len() + 64);
+        let mut out = Vec::new();
+        let mut at = 0;
+        // A prefill of most of the prompt, then passes of 1, 3, 7, 12 and 20 rows.
+        for n in [ids.len() - 43, 1, 3, 7, 12, 20] {
+            let toks = &ids[at..at + n];
+            let pos: Vec<usize> = (at..at + n).collect();
+            let o = model
+                .forward(
+                    toks,
+                    &pos,
+                    &AttentionMask::Causal,
+                    &mut cache,
+                    LogitRows::All,
+                )
+                .unwrap();
+            out.push(to_host_f32(o.logits.unwrap()));
+            at += n;
+        }
+        out
+    };
+    let (a, b, c) = (run(&f32m), run(&blocks), run(&q8));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "pass {i}: the blocks' logits differ from f32's");
+    }
+    let differs = a
+        .iter()
+        .zip(&c)
+        .any(|(x, y)| x.iter().zip(y).any(|(p, q)| p.to_bits() != q.to_bits()));
+    assert!(differs, "the Q8_0 control must change the logits");
 }
 
 fn perplexity(model: &Model, ids: &[u32]) -> f64 {
@@ -241,19 +317,28 @@ fn prompt_longer_than_the_context_is_an_error() {
 /// untrained heads.
 #[test]
 fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
+    // The GGUF's own blocks (the same values as f32) and a load-time Q4_1 model (other values).
+    for model in [
+        load_blocks(),
+        load(WeightsChoice::Quantise(BlockFormat::Q4_1)),
+    ] {
+        greedy_tokenswift_equals_greedy_ar_on_the_default_model_on(&model);
+    }
+}
+
+fn greedy_tokenswift_equals_greedy_ar_on_the_default_model_on(model: &Model) {
     use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
     use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
     use tokenswift_infer::draft::heads::{DraftHeads, load_heads};
-    let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
     let tok = TextTokenizer::load(model_dir()).unwrap();
     let committed =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors");
     // Untrained heads draft over the whole vocabulary; the committed ones over their ranking's
     // first 8192 tokens (the CLI default).
-    let mut all_heads = vec![(DraftHeads::init_for(&model, 3, &Device::flex()), None)];
+    let mut all_heads = vec![(DraftHeads::init_for(model, 3, &Device::flex()), None)];
     if committed.exists() {
         all_heads.push((
-            load_heads(&committed, &model).unwrap(),
+            load_heads(&committed, model).unwrap(),
             committed_draft_vocab(&committed),
         ));
     }
@@ -270,7 +355,7 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
     for (i, text) in prompts.iter().enumerate() {
         let ids = tok.encode(text).unwrap();
         let n = 96;
-        let want = generate_ar(&model, &ids, n, &s, false, &mut |_| Ok(()))
+        let want = generate_ar(model, &ids, n, &s, false, &mut |_| Ok(()))
             .unwrap()
             .0;
         for (heads, draft_vocab) in &all_heads {
@@ -287,7 +372,7 @@ fn greedy_tokenswift_equals_greedy_ar_on_the_default_model() {
                     ..Default::default()
                 };
                 let (got, stats) =
-                    generate_tokenswift(&model, heads, &ids, n, &s, &cfg, &mut |_| Ok(())).unwrap();
+                    generate_tokenswift(model, heads, &ids, n, &s, &cfg, &mut |_| Ok(())).unwrap();
                 assert_eq!(got, want, "prompt {i}, {draft:?}");
                 if draft == DraftMode::Separate {
                     assert!(
@@ -315,20 +400,29 @@ fn committed_draft_vocab(heads: &Path) -> Option<Vec<u32>> {
 /// node's distribution is bit-identical to AR's, so no draw can differ.
 #[test]
 fn sampled_tokenswift_equals_sampled_ar_on_the_default_model() {
+    // The converted f32 matrices and a load-time Q8_0 model.
+    for model in [
+        load(WeightsChoice::F32),
+        load(WeightsChoice::Quantise(BlockFormat::Q8_0)),
+    ] {
+        sampled_tokenswift_equals_sampled_ar_on_the_default_model_on(&model);
+    }
+}
+
+fn sampled_tokenswift_equals_sampled_ar_on_the_default_model_on(model: &Model) {
     use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
     use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
     use tokenswift_infer::draft::heads::{DraftHeads, load_heads};
-    let model = Model::load(model_dir(), &Device::flex(), DType::F32).unwrap();
     let tok = TextTokenizer::load(model_dir()).unwrap();
     let committed =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m/heads.safetensors");
     let (heads, draft_vocab) = if committed.exists() {
         (
-            load_heads(&committed, &model).unwrap(),
+            load_heads(&committed, model).unwrap(),
             committed_draft_vocab(&committed),
         )
     } else {
-        (DraftHeads::init_for(&model, 3, &Device::flex()), None)
+        (DraftHeads::init_for(model, 3, &Device::flex()), None)
     };
     let ids = tok
         .encode("Mr. Bennet was so odd a mixture of quick parts, sarcastic humour, reserve, and caprice, that the experience of three-and-twenty years had been insufficient to make his wife understand his character.")
@@ -342,7 +436,7 @@ fn sampled_tokenswift_equals_sampled_ar_on_the_default_model() {
             ..SamplingConfig::default()
         };
         let n = 160;
-        let want = generate_ar(&model, &ids, n, &s, false, &mut |_| Ok(()))
+        let want = generate_ar(model, &ids, n, &s, false, &mut |_| Ok(()))
             .unwrap()
             .0;
         for (draft, tree) in [
@@ -358,7 +452,7 @@ fn sampled_tokenswift_equals_sampled_ar_on_the_default_model() {
                 ..Default::default()
             };
             let (got, _) =
-                generate_tokenswift(&model, &heads, &ids, n, &s, &cfg, &mut |_| Ok(())).unwrap();
+                generate_tokenswift(model, &heads, &ids, n, &s, &cfg, &mut |_| Ok(())).unwrap();
             assert_eq!(got, want, "seed {seed}, {draft:?}");
         }
     }
