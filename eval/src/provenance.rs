@@ -22,6 +22,8 @@ pub struct Provenance {
     pub draft_vocab: String,
     /// SHA-256 of the corpus n-gram table (`none`: not used).
     pub corpus_ngrams: String,
+    /// The formats of the matrices the CPU fast path multiplies by ([`Model::weights_format`]).
+    pub weights: String,
 }
 
 fn sha(bytes: impl IntoIterator<Item = u8>) -> String {
@@ -48,12 +50,22 @@ impl Provenance {
                 || "none".into(),
                 |t| sha(t.to_bytes(model.config().vocab_size, "")),
             ),
+            weights: model.weights_format(),
         }
     }
 
     /// The label stored in every row: which model and heads produced it.
     pub fn label(&self) -> String {
-        format!("model {} heads {}", short(&self.model), short(&self.heads))
+        // f32 (what every older row ran on) is left unsaid, so older rows keep their label.
+        let weights = match self.weights.as_str() {
+            "f32" => String::new(),
+            w => format!(" ({w})"),
+        };
+        format!(
+            "model {}{weights} heads {}",
+            short(&self.model),
+            short(&self.heads)
+        )
     }
 }
 
@@ -104,6 +116,13 @@ pub fn cell_fingerprint(p: &Provenance, c: &CellSpec) -> String {
         ts.accept,
         ts.faults,
     );
+    // Cells measured before the weights were selectable all ran on f32 and carry no weights
+    // line; keeping it out for f32 keeps their fingerprints.
+    let text = if p.weights == "f32" {
+        text
+    } else {
+        format!("{text}weights {}\n", p.weights)
+    };
     let prompt = sha(c.prompt.iter().flat_map(|t| t.to_le_bytes()));
     format!("{}-{}", &sha(text.into_bytes())[..16], &prompt[..8])
 }
