@@ -112,9 +112,13 @@ fn main() {
         "one pass over a model's matrices ({LAYERS} layers + lm_head), {} threads, median of {reps}",
         rayon::current_num_threads()
     );
-    let ms = [1usize, 2, 4, 8, 12, 16, 24, 64];
+    // ROWS=1,4 limits the row counts (e.g. for a profiler).
+    let ms: Vec<usize> = std::env::var("ROWS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 4, 8, 12, 16, 24, 64]);
     print!("{:18} {:>8}", "weights", "MB");
-    for m in ms {
+    for &m in &ms {
         print!(" {:>9}", format!("m={m} ms"));
     }
     println!("   q16/q1");
@@ -122,7 +126,7 @@ fn main() {
         print!("{name:18} {:8.1}", bytes(ws) as f64 / 1e6);
         let mut first = 0.0;
         let mut last = 0.0;
-        for m in ms {
+        for &m in &ms {
             let s = pass(ws, m, reps);
             if m == 1 {
                 first = s;

@@ -171,8 +171,26 @@ impl Checkpoint {
                 });
             }
         };
+        self.release(name, data);
         self.used.insert(name.to_string());
         Ok(values)
+    }
+
+    /// Hands the pages of a tensor just converted back to the OS, so that loading a large
+    /// checkpoint does not keep the whole file resident beside the converted (or quantised)
+    /// weights. Best effort: a failed advice only costs memory.
+    fn release(&self, name: &str, data: &[u8]) {
+        #[cfg(unix)]
+        if let Some(&shard) = self.index.get(name) {
+            let mmap = &self.shards[shard].1;
+            let offset = data.as_ptr() as usize - mmap.as_ptr() as usize;
+            // SAFETY: the map is read-only and private to this checkpoint; after MADV_DONTNEED
+            // its pages read back from the file unchanged, and no reference into this range is
+            // used again here (the values were copied out above).
+            let _ = unsafe {
+                mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, data.len())
+            };
+        }
     }
 
     /// Reads tensor `name` onto `device` as `dtype`.
