@@ -485,7 +485,7 @@ impl Model {
             }
         }
         add(&host.lm_head);
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         counts.iter().map(|(f, _)| *f).collect::<Vec<_>>().join("+")
     }
 
