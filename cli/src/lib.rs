@@ -56,7 +56,8 @@ impl DeviceArg {
 pub enum WeightsArg {
     /// Each matrix as the checkpoint stores it: the default model's Q4_1 layers and Q8_0
     /// lm_head as their GGUF blocks, dequantised in the kernel to exactly the f32 values (same
-    /// logits as `f32`, ~5× less weight memory to read); f32 for f32/bf16 safetensors.
+    /// logits as `f32`, ~5× less weight memory to read); a bf16 checkpoint's matrices as bf16
+    /// (widened exactly); f32 for f32 safetensors.
     Auto,
     /// Every matrix in f32 (the checkpoint's values, converted).
     F32,
@@ -70,6 +71,9 @@ pub enum WeightsArg {
     /// Every matrix quantised to Q4_0 at load (lossy, as q8_0).
     #[value(name = "q4_0")]
     Q4_0,
+    /// Every matrix rounded to bf16 at load (lossless for a bf16 checkpoint, where `auto` does
+    /// the same; lossy for f32 ones).
+    Bf16,
 }
 
 impl WeightsArg {
@@ -80,6 +84,7 @@ impl WeightsArg {
             WeightsArg::Q8_0 => WeightsChoice::Quantise(BlockFormat::Q8_0),
             WeightsArg::Q4_1 => WeightsChoice::Quantise(BlockFormat::Q4_1),
             WeightsArg::Q4_0 => WeightsChoice::Quantise(BlockFormat::Q4_0),
+            WeightsArg::Bf16 => WeightsChoice::Quantise(BlockFormat::Bf16),
         }
     }
 }

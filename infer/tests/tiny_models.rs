@@ -540,3 +540,93 @@ fn heads_inside_a_base_checkpoint_load() {
     assert_eq!(logits.len(), 3);
     assert_eq!(logits[2].dims(), [2, 64]);
 }
+
+// ---- bf16 checkpoints: kept as bf16 by `--weights auto`, widened exactly in the kernel ----
+
+/// A copy of tiny model `name` whose tensors are stored as bf16 (rounded from the f32 values).
+fn bf16_copy(name: &str) -> tempfile::TempDir {
+    let dir = copy_tiny(name);
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    half::bf16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+            (n, v.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    dir
+}
+
+fn load_weights(dir: &Path, weights: tokenswift_infer::model::WeightsChoice) -> Model {
+    let opts = tokenswift_infer::model::LoadOptions {
+        weights,
+        ..Default::default()
+    };
+    Model::load_with(dir, &Device::flex(), DType::F32, opts).unwrap()
+}
+
+/// Logits of a 9-token prefill, then passes of 1, 3 and 14 rows over the cache.
+fn passes(model: &Model) -> Vec<Vec<f32>> {
+    let ids: Vec<u32> = (0..27).map(|i| (i * 7 + 3) % 64).collect();
+    let mut cache = model.new_cache(ids.len());
+    let mut at = 0;
+    let mut out = Vec::new();
+    for n in [9, 1, 3, 14] {
+        let pos: Vec<usize> = (at..at + n).collect();
+        let o = model
+            .forward(
+                &ids[at..at + n],
+                &pos,
+                &AttentionMask::Causal,
+                &mut cache,
+                LogitRows::All,
+            )
+            .unwrap();
+        out.push(to_host_f32(o.logits.unwrap()));
+        at += n;
+    }
+    out
+}
+
+fn same_bits(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
+}
+
+/// A bf16 checkpoint under `--weights auto` runs on its bf16 matrices (tied and untied
+/// `lm_head`, with and without q/k/v bias), and every logit equals the f32 path's over the same
+/// (exactly widened) values. Control: the same matrices re-quantised to Q8_0 differ.
+#[test]
+fn bf16_checkpoints_run_as_bf16_with_the_f32_logits() {
+    use tokenswift_infer::host::quant::BlockFormat;
+    use tokenswift_infer::model::WeightsChoice;
+    for name in ["llama-gqa-llama3", "llama-linear-untied", "qwen2-gqa-bias"] {
+        let dir = bf16_copy(name);
+        let kept = load_weights(dir.path(), WeightsChoice::Auto);
+        let wide = load_weights(dir.path(), WeightsChoice::F32);
+        let q8 = load_weights(dir.path(), WeightsChoice::Quantise(BlockFormat::Q8_0));
+        assert_eq!(kept.weights_format(), "bf16", "{name}");
+        assert_eq!(wide.weights_format(), "f32", "{name}");
+        let (a, b) = (passes(&kept), passes(&wide));
+        assert!(same_bits(&a, &b), "{name}: bf16 logits differ from f32's");
+        assert!(!same_bits(&a, &passes(&q8)), "{name}: the Q8_0 control");
+    }
+}

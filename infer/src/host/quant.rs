@@ -32,6 +32,9 @@ pub enum BlockFormat {
     Q4_1,
     /// 32 × 8-bit signed, one f16 scale: `d · q`.
     Q8_0,
+    /// bf16 values (not a GGUF block type here: 32 of them count as a block so the same code
+    /// walks them); widened to f32 exactly.
+    Bf16,
 }
 
 impl BlockFormat {
@@ -41,6 +44,7 @@ impl BlockFormat {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q8_0 => 34,
+            Self::Bf16 => 64,
         }
     }
 
@@ -49,6 +53,7 @@ impl BlockFormat {
             Self::Q4_0 => "q4_0",
             Self::Q4_1 => "q4_1",
             Self::Q8_0 => "q8_0",
+            Self::Bf16 => "bf16",
         }
     }
 
@@ -56,6 +61,7 @@ impl BlockFormat {
     fn scales(self) -> usize {
         match self {
             Self::Q4_1 => 2,
+            Self::Bf16 => 0,
             _ => 1,
         }
     }
@@ -64,6 +70,7 @@ impl BlockFormat {
     fn quant_offset(self) -> usize {
         match self {
             Self::Q4_1 => 4,
+            Self::Bf16 => 0,
             _ => 2,
         }
     }
@@ -72,9 +79,16 @@ impl BlockFormat {
     fn quant_bytes(self) -> usize {
         match self {
             Self::Q8_0 => 32,
+            Self::Bf16 => 64,
             _ => 16,
         }
     }
+}
+
+/// A little-endian bf16 widened to f32 (exact).
+#[inline(always)]
+fn bf16(lo: u8, hi: u8) -> f32 {
+    f32::from_bits(u32::from(u16::from_le_bytes([lo, hi])) << 16)
 }
 
 fn f16(b: &[u8]) -> f32 {
@@ -82,7 +96,8 @@ fn f16(b: &[u8]) -> f32 {
 }
 
 /// Quantises a row-major `[n, k]` f32 matrix (`k` a multiple of [`QBLOCK`]) into GGUF blocks of
-/// `format`, row by row, with the rounding of ggml's reference quantisers (`quantize_row_*_ref`).
+/// `format`, row by row, with the rounding of ggml's reference quantisers (`quantize_row_*_ref`;
+/// bf16: round to nearest even).
 /// Lossy: the product over the result is the product over the blocks' values, not over `w`.
 pub fn quantize_rows(format: BlockFormat, w: &[f32], n: usize, k: usize) -> Vec<Vec<u8>> {
     assert!(
@@ -108,6 +123,11 @@ fn put_f16(dst: &mut [u8], v: f32) {
 fn quantize_block(format: BlockFormat, x: &[f32], blk: &mut [u8]) {
     let inv = |d: f32| if d != 0.0 { 1.0 / d } else { 0.0 };
     match format {
+        BlockFormat::Bf16 => {
+            for (o, &v) in blk.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes());
+            }
+        }
         BlockFormat::Q8_0 => {
             let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
@@ -187,13 +207,20 @@ impl QuantMatrix {
             let (p, j) = (row / PANEL, row % PANEL);
             for (b, blk) in bytes.chunks_exact(bb).enumerate() {
                 let s = (p * nb + b) * sc * PANEL;
-                scales[s + j] = f16(&blk[0..2]);
+                if sc > 0 {
+                    scales[s + j] = f16(&blk[0..2]);
+                }
                 if format == BlockFormat::Q4_1 {
                     scales[s + PANEL + j] = f16(&blk[2..4]);
                 }
                 let q = (p * nb + b) * qb * PANEL;
                 let src = &blk[qo..qo + qb];
-                if format == BlockFormat::Q8_0 {
+                if format == BlockFormat::Bf16 {
+                    // Value i of the 16 rows as 16 consecutive bf16s.
+                    for (i, v) in src.chunks_exact(2).enumerate() {
+                        quants[q + (i * PANEL + j) * 2..][..2].copy_from_slice(v);
+                    }
+                } else if format == BlockFormat::Q8_0 {
                     for (i, &v) in src.iter().enumerate() {
                         quants[q + i * PANEL + j] = v;
                     }
@@ -248,9 +275,15 @@ impl QuantMatrix {
         let (sc, qb) = (self.format.scales(), self.format.quant_bytes());
         for b in 0..nb {
             let s = &self.scales[(p * nb + b) * sc * PANEL..][..sc * PANEL];
-            let d: &[f32; PANEL] = s[..PANEL].try_into().expect("a panel of scales");
             let q = &self.quants[(p * nb + b) * qb * PANEL..][..qb * PANEL];
             let o = &mut out[b * QBLOCK * PANEL..][..QBLOCK * PANEL];
+            if self.format == BlockFormat::Bf16 {
+                for (v, o) in q.chunks_exact(2).zip(o.iter_mut()) {
+                    *o = bf16(v[0], v[1]);
+                }
+                continue;
+            }
+            let d: &[f32; PANEL] = s[..PANEL].try_into().expect("a panel of scales");
             let row = |i: usize| -> &[u8; PANEL] {
                 q[i * PANEL..][..PANEL]
                     .try_into()
@@ -276,6 +309,7 @@ impl QuantMatrix {
                         }
                     }
                 }
+                BlockFormat::Bf16 => unreachable!("handled above"),
                 BlockFormat::Q4_0 => {
                     for (t, pair) in o.chunks_exact_mut(2 * PANEL).enumerate() {
                         let qr = row(t);
@@ -295,6 +329,7 @@ impl QuantMatrix {
 const F_Q8_0: u8 = 0;
 const F_Q4_0: u8 = 1;
 const F_Q4_1: u8 = 2;
+const F_BF16: u8 = 3;
 
 /// The 16 values of depth pair `t` of one panel's block: the low nibbles (depth 2t) into `lo`,
 /// the high (depth 2t + 1) into `hi`, by the expression of [`crate::load::gguf::dequantize`].
@@ -352,7 +387,13 @@ fn fused_tile<const R: usize, const NP: usize, const FMA: bool, const F: u8>(
     let mut acc = [[[0f32; PANEL]; NP]; R];
     for b in 0..nb {
         let blk: [usize; NP] = std::array::from_fn(|p| (first_panel + p) * nb + b);
-        let d: [[f32; PANEL]; NP] = std::array::from_fn(|p| load16(&w.scales, blk[p] * sc * PANEL));
+        let d: [[f32; PANEL]; NP] = std::array::from_fn(|p| {
+            if F == F_BF16 {
+                [0.0; PANEL]
+            } else {
+                load16(&w.scales, blk[p] * sc * PANEL)
+            }
+        });
         let mn: [[f32; PANEL]; NP] = std::array::from_fn(|p| {
             if F == F_Q4_1 {
                 load16(&w.scales, blk[p] * sc * PANEL + PANEL)
@@ -362,13 +403,25 @@ fn fused_tile<const R: usize, const NP: usize, const FMA: bool, const F: u8>(
         });
         let q0: [usize; NP] = std::array::from_fn(|p| blk[p] * qb * PANEL);
         let k0 = b * QBLOCK;
-        if F == F_Q8_0 {
+        if F == F_Q8_0 || F == F_BF16 {
             for i in 0..QBLOCK {
                 let mut wv = [[0f32; PANEL]; NP];
                 for p in 0..NP {
-                    let q = bytes16(q0[p] + i * PANEL);
-                    for j in 0..PANEL {
-                        wv[p][j] = d[p][j] * f32::from(q[j] as i8);
+                    if F == F_BF16 {
+                        // SAFETY: 16 bf16s (32 bytes) at this offset are within the quants
+                        // (asserted above); u16 has no invalid bit patterns.
+                        let v: [u16; PANEL] = unsafe {
+                            (w.quants.as_ptr().add(q0[p] + i * 2 * PANEL) as *const [u16; PANEL])
+                                .read_unaligned()
+                        };
+                        for j in 0..PANEL {
+                            wv[p][j] = f32::from_bits(u32::from(u16::from_le(v[j])) << 16);
+                        }
+                    } else {
+                        let q = bytes16(q0[p] + i * PANEL);
+                        for j in 0..PANEL {
+                            wv[p][j] = d[p][j] * f32::from(q[j] as i8);
+                        }
                     }
                 }
                 for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -512,6 +565,7 @@ fn qtask_body<const FMA: bool>(
             BlockFormat::Q8_0 => fused_task::<FMA, F_Q8_0>(x, m, w, (p0, p1), y),
             BlockFormat::Q4_0 => fused_task::<FMA, F_Q4_0>(x, m, w, (p0, p1), y),
             BlockFormat::Q4_1 => fused_task::<FMA, F_Q4_1>(x, m, w, (p0, p1), y),
+            BlockFormat::Bf16 => fused_task::<FMA, F_BF16>(x, m, w, (p0, p1), y),
         }
         return;
     }
@@ -668,6 +722,7 @@ mod tests {
             (BlockFormat::Q8_0, 127.0),
             (BlockFormat::Q4_1, 15.0 / 2.0),
             (BlockFormat::Q4_0, 4.0),
+            (BlockFormat::Bf16, 128.0),
         ] {
             let rows = quantize_rows(format, &w, 3, k);
             let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();

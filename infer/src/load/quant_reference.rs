@@ -25,6 +25,14 @@ fn random_row(format: BlockFormat, k: usize, rng: &mut Bytes) -> Vec<u8> {
         for b in blk.iter_mut() {
             *b = rng.next();
         }
+        if format == BlockFormat::Bf16 {
+            // Finite values: exponent byte 0x3b..0x3e (magnitudes ~2⁻⁹…2), any sign/mantissa.
+            for v in blk.chunks_exact_mut(2) {
+                v[1] = (v[1] & 0x80) | (0x3b + v[1] % 4);
+            }
+            row.extend(blk);
+            continue;
+        }
         let scale = |rng: &mut Bytes, sign: bool| {
             let v = (f32::from(rng.next()) + 1.0) / 4096.0;
             half::f16::from_f32(if sign && rng.next() & 1 == 1 { -v } else { v }).to_le_bytes()
@@ -43,6 +51,7 @@ fn ggml(format: BlockFormat) -> GgmlType {
         BlockFormat::Q4_0 => GgmlType::Q4_0,
         BlockFormat::Q4_1 => GgmlType::Q4_1,
         BlockFormat::Q8_0 => GgmlType::Q8_0,
+        BlockFormat::Bf16 => GgmlType::Bf16,
     }
 }
 
@@ -59,7 +68,12 @@ fn product(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
 #[test]
 fn quantised_products_equal_the_dequantised_f32_product_bit_for_bit() {
     let mut rng = Bytes(0x9e3779b97f4a7c15);
-    for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0] {
+    for format in [
+        BlockFormat::Q4_0,
+        BlockFormat::Q4_1,
+        BlockFormat::Q8_0,
+        BlockFormat::Bf16,
+    ] {
         for &(n, k) in &[(1, 32), (17, 64), (33, 160), (100, 576), (48, 1536)] {
             let rows: Vec<Vec<u8>> = (0..n).map(|_| random_row(format, k, &mut rng)).collect();
             let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();

@@ -176,6 +176,20 @@ impl Checkpoint {
         Ok(values)
     }
 
+    /// Tensor `name`'s raw little-endian bf16 bytes when the checkpoint stores it as bf16
+    /// (`None` for any other dtype), checking its shape is `expected`.
+    pub fn read_bf16_bytes(&mut self, name: &str, expected: &[usize]) -> Result<Option<Vec<u8>>> {
+        let view = self.view(name, expected)?;
+        if view.dtype() != safetensors::Dtype::BF16 {
+            return Ok(None);
+        }
+        let data = view.data();
+        let bytes = data.to_vec();
+        self.release(name, data);
+        self.used.insert(name.to_string());
+        Ok(Some(bytes))
+    }
+
     /// Hands the pages of a tensor just converted back to the OS, so that loading a large
     /// checkpoint does not keep the whole file resident beside the converted (or quantised)
     /// weights. Best effort: a failed advice only costs memory.

@@ -168,8 +168,8 @@ pub enum WeightsChoice {
     #[default]
     F32,
     /// Each matrix as stored: a GGUF-sourced checkpoint's quantised matrices as their own blocks
-    /// (`model.blocks.safetensors`), dequantised in the kernel to exactly the f32 values, so
-    /// every logit equals the f32 path's; f32 where the checkpoint has no blocks.
+    /// (`model.blocks.safetensors`), a bf16 checkpoint's matrices as bf16, both widened in the
+    /// kernel to exactly the f32 values, so every logit equals the f32 path's; f32 otherwise.
     Auto,
     /// Every matrix quantised at load from its f32 values (ggml's reference rounding), whatever
     /// the checkpoint stores: smaller and faster, numerically not the checkpoint's model. AR and
@@ -225,6 +225,7 @@ impl Model {
             WeightsChoice::F32 | WeightsChoice::Quantise(_) => None,
         };
         let source = HostWeights {
+            keep_bf16: opts.weights == WeightsChoice::Auto,
             blocks: blocks.as_ref(),
             quantise: match opts.weights {
                 WeightsChoice::Quantise(f) => Some(f),
@@ -369,9 +370,24 @@ impl Model {
             {
                 Some(w) => w,
                 None => {
-                    let head = lm_head.as_ref().map(host);
-                    let values = head.as_ref().unwrap_or(&embed_host);
-                    pack_or_quantise(values, c.vocab_size, h, quant.quantise)?
+                    let bf16 = if quant.keep_bf16 && h.is_multiple_of(QBLOCK) {
+                        ckpt.read_bf16_bytes(head_name, &[c.vocab_size, h])?
+                    } else {
+                        None
+                    };
+                    match bf16 {
+                        Some(bytes) => {
+                            let rows: Vec<&[u8]> = bytes.chunks_exact(h * 2).collect();
+                            QuantMatrix::from_rows(BlockFormat::Bf16, &rows, h)
+                                .map(Weight::Quant)
+                                .map_err(|m| InferError::setting("weights", m))?
+                        }
+                        None => {
+                            let head = lm_head.as_ref().map(host);
+                            let values = head.as_ref().unwrap_or(&embed_host);
+                            pack_or_quantise(values, c.vocab_size, h, quant.quantise)?
+                        }
+                    }
                 }
             };
             Layers::Host(Box::new(HostModel {
@@ -927,6 +943,22 @@ fn host_weight(
         }
         return Ok(w);
     }
+    if source.keep_bf16 && cols.is_multiple_of(QBLOCK) {
+        // bf16 as stored, when every part is bf16 (else the f32 route below reads them all).
+        let mut raw = Vec::new();
+        for (name, n) in parts {
+            match ckpt.read_bf16_bytes(name, &[*n, cols])? {
+                Some(bytes) => raw.push(bytes),
+                None => break,
+            }
+        }
+        if raw.len() == parts.len() {
+            let rows: Vec<&[u8]> = raw.iter().flat_map(|b| b.chunks_exact(cols * 2)).collect();
+            return QuantMatrix::from_rows(BlockFormat::Bf16, &rows, cols)
+                .map(Weight::Quant)
+                .map_err(|m| InferError::setting("weights", m));
+        }
+    }
     let mut v = Vec::new();
     for (name, n) in parts {
         v.extend(ckpt.read_f32(name, &[*n, cols])?);
@@ -939,6 +971,8 @@ fn host_weight(
 /// matrix, else its f32 values, packed or (`quantise`) quantised at load.
 #[derive(Clone, Copy)]
 pub struct HostWeights<'a> {
+    /// Keep a bf16 checkpoint's matrices as bf16 (`--weights auto`).
+    pub keep_bf16: bool,
     pub blocks: Option<&'a Blocks>,
     pub quantise: Option<BlockFormat>,
 }
