@@ -116,6 +116,9 @@ fn print_ts_stats(s: &TokenSwiftStats) {
 }
 
 /// Runs AR with a progress bar, printing nothing to stdout.
+///
+/// With a tokenizer, every token is also decoded as the TokenSwift run streams its text (into a
+/// sink), so that `--compare-ar` times the same per-token output work on both sides.
 pub fn run_ar_quietly(
     model: &Model,
     ids: &[u32],
@@ -123,9 +126,21 @@ pub fn run_ar_quietly(
     sampling: &SamplingConfig,
     stop_at_eos: bool,
     ui: &Ui,
+    tokenizer: Option<&TextTokenizer>,
 ) -> Result<(Vec<u32>, GenerationStats)> {
     let bar = ui.bar(n as u64, "AR baseline");
-    let r = generate_ar(model, ids, n, sampling, stop_at_eos, &mut |_| {
+    let mut stream = TextStream::new();
+    let mut sink = std::io::sink();
+    let r = generate_ar(model, ids, n, sampling, stop_at_eos, &mut |t| {
+        if let Some(tok) = tokenizer {
+            let piece = stream.push(tok, t)?;
+            if !piece.is_empty() {
+                bar.suspend(|| {
+                    let _ = sink.write_all(piece.as_bytes());
+                    let _ = sink.flush();
+                });
+            }
+        }
         bar.inc(1);
         Ok(())
     })?;
@@ -203,7 +218,15 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                 stream_tokenswift(
                     &model, heads, &tokenizer, &ids, n, &sampling, &cfg, false, &quiet, &mut sink,
                 )?;
-                run_ar_quietly(&model, &ids, n, &sampling, args.stop_at_eos, &quiet)?;
+                run_ar_quietly(
+                    &model,
+                    &ids,
+                    n,
+                    &sampling,
+                    args.stop_at_eos,
+                    &quiet,
+                    Some(&tokenizer),
+                )?;
             }
             let (generated, stats) = stream_tokenswift(
                 &model,
@@ -227,6 +250,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                     &sampling,
                     args.stop_at_eos,
                     &ui,
+                    Some(&tokenizer),
                 )?;
                 print_ar_stats(&ar);
                 let ts_ms =
