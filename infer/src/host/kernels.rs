@@ -348,21 +348,30 @@ pub fn matmul_panels(x: &[f32], m: usize, w: &Panels, y: &mut [f32]) {
             && (panels - 1) * w.stride + w.k * PANEL <= w.data.len(),
         "panel view out of bounds"
     );
-    assert_eq!(
-        x.len(),
-        m * w.k,
-        "input has {} values, expected {m}×{}",
-        x.len(),
-        w.k
-    );
+    par_panel_ranges(x.len(), y, m, (w.n, w.k), |p0, p1, out| {
+        task(x, m, w, p0, p1, out)
+    });
+}
+
+/// Checks `x` (`x_len` values) and `y` against an `[m, k] · [n, k]ᵀ` product, then runs `task`
+/// on the rayon pool over ranges of output panels: enough tasks to balance the pool, each a
+/// whole number of panel pairs, each writing only its own columns of `y`. Shared by the f32 and
+/// the block-quantised kernels.
+pub(super) fn par_panel_ranges(
+    x_len: usize,
+    y: &mut [f32],
+    m: usize,
+    (n, k): (usize, usize),
+    task: impl Fn(usize, usize, &OutPtr) + Sync,
+) {
+    assert_eq!(x_len, m * k, "input has {x_len} values, expected {m}×{k}");
     assert_eq!(
         y.len(),
-        m * w.n,
-        "output has {} values, expected {m}×{}",
-        y.len(),
-        w.n
+        m * n,
+        "output has {} values, expected {m}×{n}",
+        y.len()
     );
-    // Enough tasks to balance the pool, each a whole number of panel pairs.
+    let panels = n.div_ceil(PANEL);
     let threads = rayon::current_num_threads().max(1);
     let per_task = (panels.div_ceil(threads * 4)).next_multiple_of(2).max(2);
     let out = OutPtr(y.as_mut_ptr());
@@ -370,7 +379,7 @@ pub fn matmul_panels(x: &[f32], m: usize, w: &Panels, y: &mut [f32]) {
     (0..n_tasks).into_par_iter().for_each(|t| {
         let p0 = t * per_task;
         let p1 = (p0 + per_task).min(panels);
-        task(x, m, w, p0, p1, &out);
+        task(p0, p1, &out);
     });
 }
 

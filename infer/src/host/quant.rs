@@ -18,7 +18,9 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::kernels::{OutPtr, PANEL, PackedMatrix, Panels, copy_floats, matmul_packed, task_body};
+use super::kernels::{
+    OutPtr, PANEL, PackedMatrix, Panels, copy_floats, matmul_packed, par_panel_ranges, task_body,
+};
 
 /// Values per quantisation block.
 pub const QBLOCK: usize = 32;
@@ -640,29 +642,8 @@ fn qtask(x: &[f32], m: usize, w: &QuantMatrix, r: (usize, usize), y: &OutPtr) {
 /// `Y[m, n] = X[m, k] · Wᵀ` into `y` (length `m·n`) for a block-quantised `W`, split over the
 /// rayon pool as [`matmul_packed`] splits an f32 one.
 pub fn matmul_quant(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
-    assert_eq!(
-        x.len(),
-        m * w.k,
-        "input has {} values, expected {m}×{}",
-        x.len(),
-        w.k
-    );
-    assert_eq!(
-        y.len(),
-        m * w.n,
-        "output has {} values, expected {m}×{}",
-        y.len(),
-        w.n
-    );
-    let panels = w.n.div_ceil(PANEL);
-    let threads = rayon::current_num_threads().max(1);
-    let per_task = (panels.div_ceil(threads * 4)).next_multiple_of(2).max(2);
-    let out = OutPtr(y.as_mut_ptr());
-    let n_tasks = panels.div_ceil(per_task);
-    (0..n_tasks).into_par_iter().for_each(|t| {
-        let p0 = t * per_task;
-        let p1 = (p0 + per_task).min(panels);
-        qtask(x, m, w, (p0, p1), &out);
+    par_panel_ranges(x.len(), y, m, (w.n, w.k), |p0, p1, out| {
+        qtask(x, m, w, (p0, p1), out)
     });
 }
 
