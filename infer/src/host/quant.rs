@@ -333,24 +333,24 @@ const F_Q4_0: u8 = 1;
 const F_Q4_1: u8 = 2;
 const F_BF16: u8 = 3;
 
-/// The 16 values of depth pair `t` of one panel's block: the low nibbles (depth 2t) into `lo`,
-/// the high (depth 2t + 1) into `hi`, by the expression of [`crate::load::gguf::dequantize`].
+/// The 16 values of one depth of a depth pair of one panel's block: the low nibbles (`half` 0,
+/// depth 2t) or the high (`half` 1, depth 2t + 1), by the expression of
+/// [`crate::load::gguf::dequantize`].
 #[inline(always)]
-fn nibbles<const F: u8>(
+fn nibble<const F: u8>(
     q: &[u8; PANEL],
+    half: usize,
     d: &[f32; PANEL],
     mn: &[f32; PANEL],
-    lo: &mut [f32; PANEL],
-    hi: &mut [f32; PANEL],
+    out: &mut [f32; PANEL],
 ) {
     for j in 0..PANEL {
-        if F == F_Q4_1 {
-            lo[j] = d[j] * f32::from(q[j] & 0x0f) + mn[j];
-            hi[j] = d[j] * f32::from(q[j] >> 4) + mn[j];
+        let v = if half == 0 { q[j] & 0x0f } else { q[j] >> 4 };
+        out[j] = if F == F_Q4_1 {
+            d[j] * f32::from(v) + mn[j]
         } else {
-            lo[j] = d[j] * (f32::from(q[j] & 0x0f) - 8.0);
-            hi[j] = d[j] * (f32::from(q[j] >> 4) - 8.0);
-        }
+            d[j] * (f32::from(v) - 8.0)
+        };
     }
 }
 
@@ -442,17 +442,18 @@ fn fused_tile<const R: usize, const NP: usize, const FMA: bool, const F: u8>(
             }
         } else {
             for t in 0..QBLOCK / 2 {
-                let mut lo = [[0f32; PANEL]; NP];
-                let mut hi = [[0f32; PANEL]; NP];
-                for p in 0..NP {
-                    let q = bytes16(q0[p] + t * PANEL);
-                    nibbles::<F>(q, &d[p], &mn[p], &mut lo[p], &mut hi[p]);
-                }
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    // SAFETY: as above; k0 + 2t + 1 < k.
-                    let (x0, x1) =
-                        unsafe { (*xp.add(r * k + k0 + 2 * t), *xp.add(r * k + k0 + 2 * t + 1)) };
-                    for (xv, wv) in [(x0, &lo), (x1, &hi)] {
+                // Depth 2t (low nibbles) for every row, then depth 2t + 1 (high): one set of
+                // dequantised weights live at a time, so the tile's accumulators, the scales and
+                // the weights fit AVX2's 16 registers.
+                let q: [&[u8; PANEL]; NP] = std::array::from_fn(|p| bytes16(q0[p] + t * PANEL));
+                for half in 0..2 {
+                    let mut wv = [[0f32; PANEL]; NP];
+                    for p in 0..NP {
+                        nibble::<F>(q[p], half, &d[p], &mn[p], &mut wv[p]);
+                    }
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        // SAFETY: as above; k0 + 2t + 1 < k.
+                        let xv = unsafe { *xp.add(r * k + k0 + 2 * t + half) };
                         for p in 0..NP {
                             for j in 0..PANEL {
                                 acc_r[p][j] = if FMA {
@@ -480,16 +481,20 @@ fn fused_tile<const R: usize, const NP: usize, const FMA: bool, const F: u8>(
     }
 }
 
-/// Rows per fused register tile (more spill the registers).
+/// Rows per fused register tile with AVX-512 (more spill the registers).
 const FUSED_TILE: usize = 12;
+/// Rows per fused register tile with 16 vector registers (AVX2, baseline).
+const NARROW_TILE: usize = 4;
 /// Up to this many rows the product runs fused (each weight dequantised in registers once per
 /// row tile); more rows (prefill) dequantise depth chunks into an L1 window once and reuse them.
 const FUSED_ROWS: usize = 36;
 
-/// Panels `p0..p1` of rows `row0..row0 + rows` (`rows ≤ FUSED_TILE`), fused: two panels per tile
-/// up to 6 rows, one beyond.
+/// Panels `p0..p1` of rows `row0..row0 + rows`, fused. With AVX-512's 32 registers
+/// (`WIDE`; `rows ≤ FUSED_TILE`): two panels per tile up to 6 rows, one beyond. With AVX2's 16
+/// (`rows ≤ NARROW_TILE`): one panel per tile, so the accumulators, the dequantised weights and
+/// the scales stay in registers.
 #[inline(always)]
-fn fused_rows<const FMA: bool, const F: u8>(
+fn fused_rows<const FMA: bool, const WIDE: bool, const F: u8>(
     x: &[f32],
     (row0, rows): (usize, usize),
     w: &QuantMatrix,
@@ -509,7 +514,9 @@ fn fused_rows<const FMA: bool, const F: u8>(
             p
         }};
     }
-    let p = if rows <= 6 {
+    let p = if !WIDE {
+        tiles!(1, 1 2 3 4 5 6)
+    } else if rows <= 6 {
         tiles!(2, 1 2 3 4 5 6)
     } else {
         tiles!(1, 7 8 9 10 11 12)
@@ -530,18 +537,19 @@ fn fused_rows<const FMA: bool, const F: u8>(
 /// Panels `p0..p1` of an `m ≤ FUSED_ROWS` product, in balanced row tiles of at most
 /// [`FUSED_TILE`] rows.
 #[inline(always)]
-fn fused_task<const FMA: bool, const F: u8>(
+fn fused_task<const FMA: bool, const WIDE: bool, const F: u8>(
     x: &[f32],
     m: usize,
     w: &QuantMatrix,
     panels: (usize, usize),
     y: &OutPtr,
 ) {
-    let tile = m.div_ceil(m.div_ceil(FUSED_TILE));
+    let max = if WIDE { FUSED_TILE } else { NARROW_TILE };
+    let tile = m.div_ceil(m.div_ceil(max));
     let mut row0 = 0;
     while row0 < m {
         let rows = tile.min(m - row0);
-        fused_rows::<FMA, F>(x, (row0, rows), w, panels, y);
+        fused_rows::<FMA, WIDE, F>(x, (row0, rows), w, panels, y);
         row0 += rows;
     }
 }
@@ -554,7 +562,7 @@ thread_local! {
 /// Panels `p0..p1`, all rows: two panels at a time dequantised into `window`, then the f32 tile
 /// code over them (same tiling, same accumulation order as [`matmul_packed`]).
 #[inline(always)]
-fn qtask_body<const FMA: bool>(
+fn qtask_body<const FMA: bool, const WIDE: bool>(
     x: &[f32],
     m: usize,
     w: &QuantMatrix,
@@ -564,10 +572,10 @@ fn qtask_body<const FMA: bool>(
 ) {
     if m <= FUSED_ROWS {
         match w.format {
-            BlockFormat::Q8_0 => fused_task::<FMA, F_Q8_0>(x, m, w, (p0, p1), y),
-            BlockFormat::Q4_0 => fused_task::<FMA, F_Q4_0>(x, m, w, (p0, p1), y),
-            BlockFormat::Q4_1 => fused_task::<FMA, F_Q4_1>(x, m, w, (p0, p1), y),
-            BlockFormat::Bf16 => fused_task::<FMA, F_BF16>(x, m, w, (p0, p1), y),
+            BlockFormat::Q8_0 => fused_task::<FMA, WIDE, F_Q8_0>(x, m, w, (p0, p1), y),
+            BlockFormat::Q4_0 => fused_task::<FMA, WIDE, F_Q4_0>(x, m, w, (p0, p1), y),
+            BlockFormat::Q4_1 => fused_task::<FMA, WIDE, F_Q4_1>(x, m, w, (p0, p1), y),
+            BlockFormat::Bf16 => fused_task::<FMA, WIDE, F_BF16>(x, m, w, (p0, p1), y),
         }
         return;
     }
@@ -603,7 +611,7 @@ fn qtask_avx512(
     y: &OutPtr,
     window: &mut Vec<f32>,
 ) {
-    qtask_body::<true>(x, m, w, r, y, window)
+    qtask_body::<true, true>(x, m, w, r, y, window)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -616,7 +624,7 @@ fn qtask_avx2(
     y: &OutPtr,
     window: &mut Vec<f32>,
 ) {
-    qtask_body::<true>(x, m, w, r, y, window)
+    qtask_body::<true, false>(x, m, w, r, y, window)
 }
 
 fn qtask(x: &[f32], m: usize, w: &QuantMatrix, r: (usize, usize), y: &OutPtr) {
@@ -635,7 +643,7 @@ fn qtask(x: &[f32], m: usize, w: &QuantMatrix, r: (usize, usize), y: &OutPtr) {
                 return unsafe { qtask_avx2(x, m, w, r, y, window) };
             }
         }
-        qtask_body::<false>(x, m, w, r, y, window)
+        qtask_body::<false, false>(x, m, w, r, y, window)
     })
 }
 

@@ -83,7 +83,7 @@ fn quantised_products_equal_the_dequantised_f32_product_bit_for_bit() {
                 .flat_map(|r| dequantize(ggml(format), r))
                 .collect();
             let packed = PackedMatrix::pack(&f, n, k);
-            for m in [1, 2, 5, 7, 13, 40, 70] {
+            for m in [1, 2, 3, 4, 5, 7, 13, 40, 70] {
                 let x: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
                     .collect();
