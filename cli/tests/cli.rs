@@ -297,3 +297,35 @@ fn heads_of_another_base_are_refused() {
     let out = generate_default(&["--heads", &tiny()]);
     assert_one_sentence_error(&out, &["holds no draft heads"]);
 }
+
+/// `bench --llamacpp` refuses a missing `--gguf` file, or a model other than the default without
+/// one, in one sentence before any measurement.
+#[test]
+fn bench_peer_without_its_gguf_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let goldens = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/goldens");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(goldens.join("tiny-llama-mha").join(f), dir.path().join(f)).unwrap();
+    }
+    // A minimal word-level tokenizer: enough to load, nothing here tokenizes.
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+"model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<unk>":2},"unk_token":"<unk>"}}"#,
+    )
+    .unwrap();
+    let model = dir.path().display().to_string();
+    let out = tokenswift(&[
+        "bench",
+        "--model",
+        &model,
+        "--llamacpp",
+        "python3",
+        "--gguf",
+        "./no/such.gguf",
+    ]);
+    assert_one_sentence_error(&out, &["--gguf ./no/such.gguf", "no such file"]);
+    let out = tokenswift(&["bench", "--model", &model, "--llamacpp", "python3"]);
+    assert_one_sentence_error(&out, &["--llamacpp needs --gguf FILE"]);
+}

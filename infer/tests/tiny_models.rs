@@ -630,3 +630,57 @@ fn bf16_checkpoints_run_as_bf16_with_the_f32_logits() {
         assert!(!same_bits(&a, &passes(&q8)), "{name}: the Q8_0 control");
     }
 }
+
+/// Quantising a model whose rows are not whole blocks (intermediate size 48: `down_proj` rows of
+/// 48 values) is one sentence naming the setting, not a panic; the same checkpoint loads as f32,
+/// so the refusal is the quantiser's.
+#[test]
+fn quantising_rows_that_are_not_whole_blocks_is_refused_in_one_sentence() {
+    use tokenswift_infer::host::quant::BlockFormat;
+    use tokenswift_infer::model::{LoadOptions, WeightsChoice};
+    let dir = copy_tiny("llama-mha");
+    let config = dir.path().join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let (hidden, inter, cut) = (32usize, 64usize, 48usize);
+    assert_eq!(c["intermediate_size"], inter);
+    c["intermediate_size"] = cut.into();
+    std::fs::write(&config, c.to_string()).unwrap();
+    rewrite_tensors(dir.path(), |ts| {
+        for (name, shape, data) in ts.iter_mut() {
+            if name.ends_with("gate_proj.weight") || name.ends_with("up_proj.weight") {
+                // [inter, hidden] → the first `cut` rows.
+                data.truncate(cut * hidden);
+                *shape = vec![cut, hidden];
+            } else if name.ends_with("down_proj.weight") {
+                // [hidden, inter] → the first `cut` columns of every row.
+                *data = data
+                    .chunks_exact(inter)
+                    .flat_map(|row| row[..cut].to_vec())
+                    .collect();
+                *shape = vec![hidden, cut];
+            }
+        }
+    });
+    let load = |weights| {
+        let opts = LoadOptions {
+            weights,
+            ..Default::default()
+        };
+        Model::load_with(dir.path(), &Device::flex(), DType::F32, opts)
+    };
+    assert!(
+        load(WeightsChoice::F32).is_ok(),
+        "the f32 control must load"
+    );
+    for format in [BlockFormat::Q4_1, BlockFormat::Q8_0, BlockFormat::Bf16] {
+        let err = load(WeightsChoice::Quantise(format))
+            .err()
+            .expect("quantising 48-value rows must fail")
+            .to_string();
+        assert!(
+            err.contains("multiple of 32") && err.contains("48") && !err.contains('\n'),
+            "{err}"
+        );
+    }
+}
