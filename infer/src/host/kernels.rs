@@ -275,8 +275,12 @@ const WIDE_ROWS: usize = 3 * MR_WIDE;
 /// Every output is accumulated over the depth in the same order whatever the tiling (depth
 /// blocks store and reload the exact partial sums), so a row's result does not depend on how
 /// many rows are computed with it.
+///
+/// With 16 vector registers (`!WIDE`: AVX2, baseline) every tile is one panel of at most [`MR`]
+/// rows (12 accumulators, the classic 6×16 AVX2 tile): the two-panel and 12-row tiles above
+/// need AVX-512's 32 registers and spill on AVX2.
 #[inline(always)]
-pub(super) fn task_body<const FMA: bool>(
+pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
     x: &[f32],
     m: usize,
     w: &Panels,
@@ -284,6 +288,24 @@ pub(super) fn task_body<const FMA: bool>(
     p1: usize,
     y: &OutPtr,
 ) {
+    if !WIDE {
+        if m <= WIDE_ROWS {
+            let tile = m.div_ceil(m.div_ceil(MR));
+            for p in p0..p1 {
+                let mut row0 = 0;
+                while row0 < m {
+                    let rows = tile.min(m - row0);
+                    rows_1p::<FMA>(x, w, p, row0, rows, (0, w.k), y);
+                    row0 += rows;
+                }
+            }
+        } else {
+            for p in p0..p1 {
+                run_panels::<1, FMA>(x, m, w, p, y);
+            }
+        }
+        return;
+    }
     if m > MR && m <= WIDE_ROWS {
         let tile = m.div_ceil(m.div_ceil(MR_WIDE));
         for p in p0..p1 {
@@ -309,13 +331,13 @@ pub(super) fn task_body<const FMA: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn task_avx512(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
-    task_body::<true>(x, m, w, p0, p1, y)
+    task_body::<true, true>(x, m, w, p0, p1, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn task_avx2(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
-    task_body::<true>(x, m, w, p0, p1, y)
+    task_body::<true, false>(x, m, w, p0, p1, y)
 }
 
 fn task(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
@@ -331,7 +353,7 @@ fn task(x: &[f32], m: usize, w: &Panels, p0: usize, p1: usize, y: &OutPtr) {
             return unsafe { task_avx2(x, m, w, p0, p1, y) };
         }
     }
-    task_body::<false>(x, m, w, p0, p1, y)
+    task_body::<false, false>(x, m, w, p0, p1, y)
 }
 
 /// `Y[m, n] = X[m, k] · Wᵀ` into `y` (length `m·n`), split over the rayon pool.
@@ -397,6 +419,40 @@ mod tests {
             }
         }
         y
+    }
+
+    /// A row's product is the same bits whatever the number of rows computed with it (one-row,
+    /// register-tile, one-panel and depth-blocked prefill paths; k above the depth block), the
+    /// property verify/AR bit-identity rests on.
+    #[test]
+    fn a_rows_product_does_not_depend_on_the_row_count() {
+        let (n, k) = (50, 700);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let packed = PackedMatrix::pack(&w, n, k);
+        let rows = 70;
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let alone: Vec<Vec<f32>> = (0..rows)
+            .map(|r| {
+                let mut y = vec![f32::NAN; n];
+                matmul_packed(&x[r * k..(r + 1) * k], 1, &packed, &mut y);
+                y
+            })
+            .collect();
+        for m in [2, 3, 4, 5, 6, 7, 12, 13, 36, 37, 70] {
+            let mut y = vec![f32::NAN; m * n];
+            matmul_packed(&x[..m * k], m, &packed, &mut y);
+            for (r, a) in alone.iter().enumerate().take(m) {
+                let same = y[r * n..(r + 1) * n]
+                    .iter()
+                    .zip(a)
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "row {r} of {m} differs from the row alone");
+            }
+        }
     }
 
     #[test]

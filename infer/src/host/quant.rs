@@ -596,7 +596,7 @@ fn qtask_body<const FMA: bool, const WIDE: bool>(
             stride: span,
             first: p,
         };
-        task_body::<FMA>(x, m, &view, p, p + np, y);
+        task_body::<FMA, WIDE>(x, m, &view, p, p + np, y);
         p += np;
     }
 }
