@@ -288,26 +288,10 @@ pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
     p1: usize,
     y: &OutPtr,
 ) {
-    if !WIDE {
-        if m <= WIDE_ROWS {
-            let tile = m.div_ceil(m.div_ceil(MR));
-            for p in p0..p1 {
-                let mut row0 = 0;
-                while row0 < m {
-                    let rows = tile.min(m - row0);
-                    rows_1p::<FMA>(x, w, p, row0, rows, (0, w.k), y);
-                    row0 += rows;
-                }
-            }
-        } else {
-            for p in p0..p1 {
-                run_panels::<1, FMA>(x, m, w, p, y);
-            }
-        }
-        return;
-    }
-    if m > MR && m <= WIDE_ROWS {
-        let tile = m.div_ceil(m.div_ceil(MR_WIDE));
+    // One-panel tiles from `first_row_count` rows up, at most `tile_max` rows each.
+    let (first_row_count, tile_max) = if WIDE { (MR + 1, MR_WIDE) } else { (1, MR) };
+    if m >= first_row_count && m <= WIDE_ROWS {
+        let tile = m.div_ceil(m.div_ceil(tile_max));
         for p in p0..p1 {
             let mut row0 = 0;
             while row0 < m {
@@ -315,6 +299,12 @@ pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
                 rows_1p::<FMA>(x, w, p, row0, rows, (0, w.k), y);
                 row0 += rows;
             }
+        }
+        return;
+    }
+    if !WIDE {
+        for p in p0..p1 {
+            run_panels::<1, FMA>(x, m, w, p, y);
         }
         return;
     }
