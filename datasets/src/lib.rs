@@ -8,7 +8,8 @@ pub mod error;
 pub mod rdata;
 
 pub use corpus::{
-    CorpusSource, Document, HELD_OUT_NOVEL, TokenizedDocument, tokenize, training_sequences,
+    CorpusSource, Document, HELD_OUT_NOVEL, HeldOutSplit, PG19_COPIES, TokenizedDocument, Windows,
+    split_held_out, tokenize, training_sequences, training_windows,
 };
 pub use error::{DatasetError, Result};
 

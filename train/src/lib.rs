@@ -2,6 +2,7 @@
 //! model. The base runs without autodiff; only the heads are on the autodiff path, with the
 //! cross-entropy over the vocabulary computed in chunks. Binary: `train-heads`.
 
+pub mod distill;
 pub mod error;
 pub mod evaluate;
 pub mod objective;

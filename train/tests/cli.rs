@@ -75,3 +75,126 @@ fn ranking_update_of_another_bases_heads_is_one_sentence() {
     ]);
     one_sentence(ok, &e, &["someone-elses-model"]);
 }
+
+/// A tiny base (the goldens' 2-layer Llama, vocab 64) with a word-level tokenizer, and a corpus of
+/// two documents of those words.
+fn tiny_base_and_corpus(dir: &std::path::Path) -> (String, String) {
+    let goldens = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/goldens");
+    let base = dir.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(goldens.join("tiny-llama-mha").join(f), base.join(f)).unwrap();
+    }
+    std::fs::write(
+        base.join("tokenizer.json"),
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+"model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<unk>":2,"c":3,"d":4},"unk_token":"<unk>"}}"#,
+    )
+    .unwrap();
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let words = ["a", "b", "c", "d"];
+    for (name, n) in [("one.txt", 300), ("two.txt", 200), ("three.txt", 100)] {
+        let text: Vec<&str> = (0..n).map(|i| words[(i * 7 + i / 3) % 4]).collect();
+        std::fs::write(corpus.join(name), text.join(" ")).unwrap();
+    }
+    (base.display().to_string(), corpus.display().to_string())
+}
+
+/// `--data self:CORPUS`: the base's own continuations of the training documents are generated,
+/// cached one line per sample, trained on, and recorded in heads.json; the held-out document is
+/// never a prompt; an interrupted cache (one sample and a torn line) is completed to exactly the
+/// samples of an uninterrupted run, and progress lines appear when stderr is not a terminal.
+#[test]
+fn self_distillation_trains_on_the_bases_own_text_and_resumes_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, corpus) = tiny_base_and_corpus(dir.path());
+    let cache = dir.path().join("distill");
+    let run = |out: &str, quiet: bool| {
+        let out_dir = dir.path().join(out);
+        let o = Command::new(env!("CARGO_BIN_EXE_train-heads"))
+            .args([
+                "--base",
+                &base,
+                "--data",
+                &format!("self:{corpus}"),
+                "--distill-samples",
+                "3",
+                "--distill-prompt-len",
+                "8",
+                "--distill-len",
+                "24",
+                "--distill-temperatures",
+                "0,1",
+                "--distill-dir",
+                cache.to_str().unwrap(),
+                "--seq-len",
+                "16",
+                "--steps",
+                "2",
+                "--batch",
+                "1",
+                "--grad-accum",
+                "1",
+                "--warmup",
+                "1",
+                "--out",
+                out_dir.to_str().unwrap(),
+            ])
+            .env("TOKENSWIFT_QUIET", if quiet { "1" } else { "0" })
+            .env("TOKENSWIFT_LOG_EVERY", "0.000001")
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        (out_dir, stderr)
+    };
+    let (out, stderr) = run("first", false);
+    assert!(stderr.contains("self-distillation sample 3/3"), "{stderr}");
+    assert!(stderr.contains("training step 2/2"), "{stderr}");
+
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["i"], i);
+        assert_eq!(l["tokens"].as_array().unwrap().len(), 8 + 24);
+        assert_ne!(l["doc"], "two", "the held-out document was a prompt");
+        assert_eq!(l["temperature"].as_f64().unwrap(), [0.0, 1.0][i % 2]);
+    }
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("heads.json")).unwrap()).unwrap();
+    let metrics = &manifest["metrics"];
+    assert_eq!(metrics["held_out"]["documents"], serde_json::json!(["two"]));
+    assert_eq!(
+        metrics["train_documents"],
+        serde_json::json!(["one", "three"])
+    );
+    assert_eq!(metrics["self_distillation"]["samples"], 3);
+    let key = metrics["self_distillation"]["key"].as_str().unwrap();
+    assert!(files[0].display().to_string().contains(key));
+    assert!(
+        manifest["recipe"]["data"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#{key}")),
+        "{manifest}"
+    );
+
+    // Interrupted after one sample, mid-line: a rerun completes it to the same samples.
+    let first_line = text.lines().next().unwrap();
+    std::fs::write(&files[0], format!("{first_line}\n{{\"i\":1,\"doc\":\"on")).unwrap();
+    run("second", true);
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), text);
+}
