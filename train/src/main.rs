@@ -17,6 +17,10 @@ use tokenswift_infer::draft::heads::{
 /// Most tokens kept in a heads manifest's ranking (the draft vocabulary is a prefix of it).
 const RANKING_LIMIT: usize = 32768;
 use tokenswift_infer::decoding::ngram::ContextTable;
+use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
+use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
+use tokenswift_infer::draft::resolve::draft_vocabulary;
+use tokenswift_infer::draft::vocab::DEFAULT_DRAFT_VOCAB;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
 use tokenswift_train::distill::{self, DistillSettings};
@@ -157,6 +161,12 @@ struct Cli {
     /// Heads to evaluate with --eval-only (a heads file, or a base checkpoint with heads inside).
     #[arg(long)]
     eval_heads: Option<PathBuf>,
+    /// Acceptance under the serving sampler: after training (and with --eval-only, for
+    /// --eval-heads), TokenSwift continues the first held-out sequence for this many tokens,
+    /// greedy and with the paper's sampler, drafting from the heads alone (fixed tree 3,3,3,
+    /// fused, no n-grams, draft vocabulary 8192), and reports α and tokens per step. 0 = skip.
+    #[arg(long, default_value_t = 256)]
+    accept_tokens: usize,
     /// Held-out sequences (of 512 tokens) used for accuracy.
     #[arg(long, default_value_t = 8)]
     eval_sequences: usize,
@@ -529,6 +539,30 @@ fn run(cli: Cli) -> Result<()> {
     write_ngrams(&path)?;
     println!("| heads | head | top-1 | top-2 | top-3 | CE |\n|---|---|---|---|---|---|");
     print!("{}", stats_table("trained", &stats));
+    if cli.accept_tokens > 0 && !eval_seqs.is_empty() {
+        let spinner = ui.spinner(format!(
+            "acceptance on {} held-out tokens (greedy, paper sampler)",
+            cli.accept_tokens
+        ));
+        let loaded = load_heads(&path, &model)?;
+        let (rows, json) = acceptance(
+            &model,
+            &path,
+            &loaded,
+            &eval_seqs[0],
+            cli.accept_tokens,
+            "trained",
+        )?;
+        spinner.finish_and_clear();
+        println!("{ACCEPT_HEADER}");
+        print!("{rows}");
+        let mpath = manifest_path(&path);
+        let mut m = HeadsManifest::load(&mpath)?;
+        if let Some(obj) = m.metrics.as_object_mut() {
+            obj.insert("held_out_acceptance".into(), json);
+        }
+        m.save(&mpath)?;
+    }
     ui.note(&format!(
         "wrote {} and {} (peak memory {:.0} MiB)",
         path.display(),
@@ -632,6 +666,54 @@ fn self_distilled(
     ))
 }
 
+/// α and tokens per step of the heads at `heads_path` under greedy decoding and the paper's
+/// sampler, drafting from the heads alone (see `--accept-tokens`), as table rows and JSON.
+fn acceptance(
+    model: &Model,
+    heads_path: &std::path::Path,
+    heads: &DraftHeads,
+    prompt: &[u32],
+    tokens: usize,
+    label: &str,
+) -> Result<(String, serde_json::Value)> {
+    let mut rows = String::new();
+    let mut json = serde_json::Map::new();
+    if tokens == 0 || prompt.is_empty() {
+        return Ok((rows, serde_json::Value::Null));
+    }
+    let cfg = TokenSwiftConfig {
+        tree: TreeChoice::Fixed(vec![3, 3, 3]),
+        ngram_topk: 0,
+        draft: DraftMode::Fused,
+        kv_budget: TokenSwiftConfig::kv_budget_for(None, prompt.len(), tokens)?,
+        draft_vocab: draft_vocabulary(model, heads_path, DEFAULT_DRAFT_VOCAB)?,
+        ..TokenSwiftConfig::default()
+    };
+    for (name, temperature) in [("greedy", 0.0), ("paper sampler", 1.0)] {
+        let sampling = SamplingConfig {
+            temperature,
+            ..SamplingConfig::default()
+        };
+        let (_, st) =
+            generate_tokenswift(model, heads, prompt, tokens, &sampling, &cfg, &mut |_| {
+                Ok(())
+            })?;
+        let alpha = st.accepted as f64 / st.proposed.max(1) as f64;
+        let per_step = st.generated_tokens as f64 / st.steps.max(1) as f64;
+        rows.push_str(&format!(
+            "| {label} | {name} | {alpha:.3} | {per_step:.2} | {:?} |\n",
+            st.accepted_by_depth
+        ));
+        json.insert(
+            name.replace(' ', "_"),
+            serde_json::json!({"alpha": alpha, "tokens_per_step": per_step, "accepted_by_depth": st.accepted_by_depth, "steps": st.steps, "tokens": st.generated_tokens}),
+        );
+    }
+    Ok((rows, serde_json::Value::Object(json)))
+}
+
+const ACCEPT_HEADER: &str = "| heads | sampler | α (tree 3,3,3, heads only) | tokens/step | accepted by depth |\n|---|---|---|---|---|";
+
 fn eval_only(
     cli: &Cli,
     model: &Model,
@@ -661,6 +743,24 @@ fn eval_only(
         })?;
         bar.finish_and_clear();
         print!("{}", stats_table(label, &stats));
+    }
+    if let (Some(p), true) = (&cli.eval_heads, cli.accept_tokens > 0) {
+        let spinner = ui.spinner(format!(
+            "acceptance on {} held-out tokens (greedy, paper sampler)",
+            cli.accept_tokens
+        ));
+        let heads = &rows[1].1;
+        let (table, _) = acceptance(
+            model,
+            p,
+            heads,
+            &seqs[0],
+            cli.accept_tokens,
+            &p.display().to_string(),
+        )?;
+        spinner.finish_and_clear();
+        println!("{ACCEPT_HEADER}");
+        print!("{table}");
     }
     Ok(())
 }
