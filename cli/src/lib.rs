@@ -19,7 +19,7 @@ use tokenswift_infer::decoding::ngram::ContextTable;
 use tokenswift_infer::decoding::planner::{DraftMode, NgramLag, TreeChoice};
 use tokenswift_infer::decoding::session::{DEFAULT_NGRAM_TOPK, TokenSwiftConfig};
 use tokenswift_infer::device::DeviceChoice;
-use tokenswift_infer::draft::heads::{DraftHeads, load_base_with, load_heads};
+use tokenswift_infer::draft::heads::{DraftHeads, load_base_on, load_heads};
 use tokenswift_infer::draft::resolve::{draft_vocabulary, heads_path};
 use tokenswift_infer::draft::vocab::DEFAULT_DRAFT_VOCAB;
 use tokenswift_infer::host::quant::BlockFormat;
@@ -102,16 +102,45 @@ pub struct ModelArgs {
     /// Weights of the CPU fast path (ignored on a GPU): `auto` keeps the checkpoint's own format.
     #[arg(long, env = "TOKENSWIFT_WEIGHTS", value_enum, default_value = "auto")]
     pub weights: WeightsArg,
+    /// On the CPU (flex): `host` runs the packed CPU kernels (the fast path); `burn` runs every
+    /// operation as a burn op, exactly the code a GPU runs (slower here; for debugging and
+    /// testing the GPU path). Ignored on a GPU, which always runs burn ops.
+    #[arg(long, env = "TOKENSWIFT_KERNELS", value_enum, default_value = "host")]
+    pub kernels: KernelsArg,
+}
+
+/// Which code computes the forward pass on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelsArg {
+    /// The CPU fast path (packed kernels, host KV cache).
+    Host,
+    /// burn ops, as on a GPU.
+    Burn,
 }
 
 impl ModelArgs {
     /// Resolves, fetches if needed, and loads the model (heads stored inside its checkpoint are
     /// left to the heads loader) and its tokenizer.
     pub fn load(&self, ui: &Ui) -> Result<(PathBuf, Model, TextTokenizer)> {
+        if self.kernels == KernelsArg::Burn && self.weights != WeightsArg::Auto {
+            bail!(
+                "--weights {} applies to the host kernels only; --kernels burn runs the checkpoint's own values",
+                self.weights
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            );
+        }
         let dir = resolve_model(&self.model, &|m| ui.note(m))?;
         let (device, dtype) = self.device.choice().resolve()?;
         let spinner = ui.spinner(format!("loading {}", dir.display()));
-        let model = load_base_with(&dir, &device, dtype, self.weights.choice())?;
+        let model = load_base_on(
+            &dir,
+            &device,
+            dtype,
+            self.weights.choice(),
+            self.kernels == KernelsArg::Host,
+        )?;
         let tokenizer = TextTokenizer::load(&dir)?;
         spinner.finish_and_clear();
         Ok((dir, model, tokenizer))

@@ -329,3 +329,56 @@ fn bench_peer_without_its_gguf_is_refused() {
     let out = tokenswift(&["bench", "--model", &model, "--llamacpp", "python3"]);
     assert_one_sentence_error(&out, &["--llamacpp needs --gguf FILE"]);
 }
+
+/// `--kernels burn` runs the forward pass as burn ops on the CPU (the code a GPU runs) and says
+/// so; `--kernels host` (the default) runs the packed kernels; quantised `--weights` with burn ops
+/// are refused in one sentence.
+#[test]
+fn kernels_switch_between_the_host_kernels_and_burn_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let goldens = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/goldens");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(goldens.join("tiny-llama-mha").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+"model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<unk>":2},"unk_token":"<unk>"}}"#,
+    )
+    .unwrap();
+    let model = dir.path().display().to_string();
+    let run = |kernels: &str| {
+        let out = tokenswift(&[
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "a b a b",
+            "--method",
+            "ar",
+            "--max-new-tokens",
+            "8",
+            "--kernels",
+            kernels,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("generated 8 tokens"), "{stderr}");
+        stderr
+    };
+    assert!(run("burn").contains("forward pass: burn ops"));
+    assert!(run("host").contains("forward pass: host kernels, f32 weights"));
+    let out = tokenswift(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "a",
+        "--kernels",
+        "burn",
+        "--weights",
+        "q8_0",
+    ]);
+    assert_one_sentence_error(&out, &["--weights q8_0", "--kernels burn"]);
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use tokenswift_cli::{DeviceArg, ModelArgs, Ui, WeightsArg, peak_rss_mib};
+use tokenswift_cli::{DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, peak_rss_mib};
 use tokenswift_datasets::{
     CorpusSource, HeldOutSplit, TokenizedDocument, Windows, split_held_out, tokenize,
     training_windows,
@@ -316,6 +316,7 @@ fn run(cli: Cli) -> Result<()> {
         model: cli.base.clone(),
         device: cli.device,
         weights: cli.weights,
+        kernels: KernelsArg::Host,
     };
     let (_dir, model, tokenizer) = margs.load(&ui)?;
     let on_gpu = !model.uses_cpu_kernels() && !tokenswift_infer::model::is_flex(model.device());

@@ -166,6 +166,14 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
     }
     let (dir, model, tokenizer) = args.model.load(&ui)?;
     sampling.validate(model.config().vocab_size)?;
+    eprintln!(
+        "forward pass: {}",
+        if model.uses_cpu_kernels() {
+            format!("host kernels, {} weights", model.weights_format())
+        } else {
+            "burn ops".to_string()
+        }
+    );
     let mut ids = tokenizer.encode(&text)?;
     if let Some(n) = args.prefill_len {
         if n == 0 {

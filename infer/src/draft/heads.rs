@@ -150,6 +150,18 @@ pub fn load_base_with(
     dtype: DType,
     weights: crate::model::WeightsChoice,
 ) -> Result<Model> {
+    load_base_on(dir, device, dtype, weights, true)
+}
+
+/// As [`load_base_with`]; `cpu_kernels: false` runs every operation as a burn op even on flex
+/// (exactly the code a GPU runs).
+pub fn load_base_on(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    weights: crate::model::WeightsChoice,
+    cpu_kernels: bool,
+) -> Result<Model> {
     Model::load_with(
         dir,
         device,
@@ -157,7 +169,7 @@ pub fn load_base_with(
         crate::model::LoadOptions {
             foreign: is_head_tensor,
             weights,
-            ..Default::default()
+            cpu_kernels,
         },
     )
 }
