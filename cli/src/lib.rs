@@ -27,27 +27,20 @@ use tokenswift_infer::load::tokenizer::TextTokenizer;
 use tokenswift_infer::model::{Model, WeightsChoice};
 use tokenswift_infer::sampling::SamplingConfig;
 
-/// Compute device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// The first compiled-in device that works: cuda, then vulkan, then flex.
-    Auto,
-    /// burn's flex CPU backend (f32).
-    Flex,
-    /// NVIDIA GPU through CUDA (bf16); needs the `cuda` feature.
-    Cuda,
-    /// Any Vulkan GPU through wgpu (f32); needs the `vulkan` feature.
-    Vulkan,
-}
+/// Compute device (`--device`): `auto` (the first compiled-in device that works: cuda, then
+/// vulkan, then flex), `flex` (burn's CPU backend, f32), `cuda` / `cuda:N` (NVIDIA GPU N, bf16;
+/// needs the `cuda` feature), `vulkan` / `vulkan:N` / `vulkan:cpu` (a Vulkan GPU, the Nth
+/// discrete one, or Mesa's CPU driver; f32; needs the `vulkan` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceArg(pub DeviceChoice);
 
 impl DeviceArg {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        DeviceChoice::parse(s).map(DeviceArg)
+    }
+
     pub fn choice(self) -> DeviceChoice {
-        match self {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Flex => DeviceChoice::Flex,
-            DeviceArg::Cuda => DeviceChoice::Cuda,
-            DeviceArg::Vulkan => DeviceChoice::Vulkan,
-        }
+        self.0
     }
 }
 
@@ -96,8 +89,9 @@ pub struct ModelArgs {
     /// qwen2.5-14b, llama3.1-8b, llama2-7b-yarn-128k) or a Hugging Face `org/name`.
     #[arg(long, env = "TOKENSWIFT_MODEL", default_value = "smollm2-135m")]
     pub model: String,
-    /// Compute device.
-    #[arg(long, env = "TOKENSWIFT_DEVICE", value_enum, default_value = "auto")]
+    /// Compute device: auto, flex, cuda, cuda:N, vulkan, vulkan:N or vulkan:cpu (auto: cuda,
+    /// then vulkan, then flex, among the compiled-in backends).
+    #[arg(long, env = "TOKENSWIFT_DEVICE", default_value = "auto", value_parser = DeviceArg::parse)]
     pub device: DeviceArg,
     /// Weights of the CPU fast path (ignored on a GPU): `auto` keeps the checkpoint's own format.
     #[arg(long, env = "TOKENSWIFT_WEIGHTS", value_enum, default_value = "auto")]

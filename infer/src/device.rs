@@ -11,10 +11,48 @@ pub enum DeviceChoice {
     Auto,
     /// burn's flex CPU backend (f32).
     Flex,
-    /// NVIDIA GPU through CUDA (bf16); needs the `cuda` feature.
-    Cuda,
-    /// Any Vulkan GPU through wgpu (f32); needs the `vulkan` feature.
-    Vulkan,
+    /// NVIDIA GPU `N` through CUDA (bf16); needs the `cuda` feature.
+    Cuda(usize),
+    /// A Vulkan device through wgpu (f32); needs the `vulkan` feature.
+    Vulkan(VulkanDevice),
+}
+
+/// Which Vulkan device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VulkanDevice {
+    /// wgpu's choice (high-power GPUs first).
+    Default,
+    /// The `N`th discrete GPU.
+    Discrete(usize),
+    /// A CPU implementation of Vulkan (Mesa's lavapipe).
+    Cpu,
+}
+
+impl DeviceChoice {
+    /// Parses `auto`, `flex` (or `cpu`), `cuda`, `cuda:N`, `vulkan`, `vulkan:N` or `vulkan:cpu`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        let (kind, index) = match s.split_once(':') {
+            Some((k, i)) => (k, Some(i)),
+            None => (s.as_str(), None),
+        };
+        let number = |i: &str| {
+            i.parse::<usize>()
+                .map_err(|_| format!("`{s}`: the device index must be a number (e.g. {kind}:0)"))
+        };
+        match (kind, index) {
+            ("auto", None) => Ok(Self::Auto),
+            ("flex" | "cpu", None) => Ok(Self::Flex),
+            ("cuda", None) => Ok(Self::Cuda(0)),
+            ("cuda", Some(i)) => Ok(Self::Cuda(number(i)?)),
+            ("vulkan", None) => Ok(Self::Vulkan(VulkanDevice::Default)),
+            ("vulkan", Some("cpu")) => Ok(Self::Vulkan(VulkanDevice::Cpu)),
+            ("vulkan", Some(i)) => Ok(Self::Vulkan(VulkanDevice::Discrete(number(i)?))),
+            _ => Err(format!(
+                "`{s}` is not a device: use auto, flex, cuda, cuda:N, vulkan, vulkan:N or vulkan:cpu"
+            )),
+        }
+    }
 }
 
 impl DeviceChoice {
@@ -24,8 +62,11 @@ impl DeviceChoice {
             Self::Auto => {
                 // The first compiled-in GPU that answers, else the CPU.
                 let candidates = [
-                    (cfg!(feature = "cuda"), Self::Cuda),
-                    (cfg!(feature = "vulkan"), Self::Vulkan),
+                    (cfg!(feature = "cuda"), Self::Cuda(0)),
+                    (
+                        cfg!(feature = "vulkan"),
+                        Self::Vulkan(VulkanDevice::Default),
+                    ),
                     (cfg!(feature = "flex"), Self::Flex),
                 ];
                 let mut last_error = None;
@@ -52,9 +93,11 @@ impl DeviceChoice {
                     ))
                 }
             }
-            Self::Cuda => {
+            Self::Cuda(index) => {
+                let _ = index;
                 #[cfg(feature = "cuda")]
-                return probe(Device::cuda(0), "CUDA").map(|d| (d, DType::BF16));
+                return probe(Device::cuda(index), &format!("CUDA device {index}"))
+                    .map(|d| (d, DType::BF16));
                 #[allow(unreachable_code)]
                 {
                     Err(InferError::Context(
@@ -63,13 +106,21 @@ impl DeviceChoice {
                     ))
                 }
             }
-            Self::Vulkan => {
+            Self::Vulkan(which) => {
+                let _ = which;
                 #[cfg(feature = "vulkan")]
-                return probe(
-                    Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
-                    "Vulkan",
-                )
-                .map(|d| (d, DType::F32));
+                {
+                    use burn::tensor::DeviceKind;
+                    let (kind, name) = match which {
+                        VulkanDevice::Default => (DeviceKind::DefaultDevice, "Vulkan".to_string()),
+                        VulkanDevice::Discrete(i) => (
+                            DeviceKind::DiscreteGpu(i),
+                            format!("Vulkan discrete GPU {i}"),
+                        ),
+                        VulkanDevice::Cpu => (DeviceKind::Cpu, "Vulkan CPU (lavapipe)".to_string()),
+                    };
+                    return probe(Device::vulkan(kind), &name).map(|d| (d, DType::F32));
+                }
                 #[allow(unreachable_code)]
                 {
                     Err(InferError::Context(
@@ -104,8 +155,34 @@ fn probe(device: Device, name: &str) -> Result<Device> {
     std::panic::set_hook(hook);
     if !ok {
         return Err(InferError::Context(format!(
-            "no usable {name} device was found (is a GPU with its driver installed?); use the flex device to run on the CPU"
+            "no usable {name} was found (is that GPU present, with its driver installed?); use --device flex to run on the CPU"
         )));
     }
     Ok(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_with_indices_and_bad_ones_say_what_is_accepted() {
+        assert_eq!(DeviceChoice::parse("auto"), Ok(DeviceChoice::Auto));
+        assert_eq!(DeviceChoice::parse("cpu"), Ok(DeviceChoice::Flex));
+        assert_eq!(DeviceChoice::parse("cuda"), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!(DeviceChoice::parse("CUDA:3"), Ok(DeviceChoice::Cuda(3)));
+        assert_eq!(
+            DeviceChoice::parse("vulkan:1"),
+            Ok(DeviceChoice::Vulkan(VulkanDevice::Discrete(1)))
+        );
+        assert_eq!(
+            DeviceChoice::parse("vulkan:cpu"),
+            Ok(DeviceChoice::Vulkan(VulkanDevice::Cpu))
+        );
+        let e = DeviceChoice::parse("cuda:x").unwrap_err();
+        assert!(e.contains("must be a number"), "{e}");
+        let e = DeviceChoice::parse("tpu").unwrap_err();
+        assert!(e.contains("cuda:N") && e.contains("vulkan:cpu"), "{e}");
+        assert!(DeviceChoice::parse("flex:1").is_err());
+    }
 }

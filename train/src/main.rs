@@ -63,8 +63,8 @@ struct Cli {
     /// Base model: a local directory, an alias (smollm2-135m, qwen2.5-7b, ...) or `org/name`.
     #[arg(long, env = "TOKENSWIFT_MODEL", default_value = "smollm2-135m")]
     base: String,
-    /// Compute device.
-    #[arg(long, env = "TOKENSWIFT_DEVICE", value_enum, default_value = "auto")]
+    /// Compute device: auto, flex, cuda, cuda:N, vulkan, vulkan:N or vulkan:cpu.
+    #[arg(long, env = "TOKENSWIFT_DEVICE", default_value = "auto", value_parser = DeviceArg::parse)]
     device: DeviceArg,
     /// Weights of the frozen base on the CPU fast path: `auto` keeps the checkpoint's own format
     /// (the default model's GGUF blocks give exactly the f32 values); q8_0/q4_1/q4_0 quantise at
