@@ -17,7 +17,9 @@ fn pg19_offline_without_a_cache_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("cannot get PG-19") && e.contains("--data austen"),
+        e.contains("holds no PG-19 Parquet file of split `test`")
+            && e.contains("--data DIR")
+            && e.contains("--data austen"),
         "{e}"
     );
 }

@@ -63,7 +63,17 @@ pub struct GenerateArgs {
     pub sampling: SamplingArgs,
 }
 
-fn print_ar_stats(stats: &GenerationStats) {
+/// Which code ran the forward pass (`--kernels`, `--weights`), for the stats lines.
+fn forward_path(model: &Model) -> String {
+    if model.uses_cpu_kernels() {
+        format!("host kernels, {} weights", model.weights_format())
+    } else {
+        "burn ops".to_string()
+    }
+}
+
+fn print_ar_stats(stats: &GenerationStats, model: &Model) {
+    eprintln!("forward pass: {}", forward_path(model));
     eprintln!(
         "AR: prompt {} tokens, prefill {:.2} s ({:.0} tok/s); generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}",
         stats.prompt_tokens,
@@ -81,7 +91,8 @@ fn print_ar_stats(stats: &GenerationStats) {
     );
 }
 
-fn print_ts_stats(s: &TokenSwiftStats) {
+fn print_ts_stats(s: &TokenSwiftStats, model: &Model) {
+    eprintln!("forward pass: {}", forward_path(model));
     let d = s.decode_time.as_secs_f64().max(1e-9);
     eprintln!(
         "TokenSwift: prompt {} tokens, prefill {:.2} s; generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}\n  acceptance α {:.3} ({} of {} drafted), {:.2} tokens/step over {} steps ({} plain AR steps, {} with heads, {} with the separate pass), n-gram share of accepted {:.1} %, {:.1} nodes verified/step, draft vocabulary {} tokens\n  time: draft {:.0} %, verify {:.0} %, accept+update {:.0} %; partial-cache selections {}; peak memory {:.0} MiB",
@@ -166,14 +177,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
     }
     let (dir, model, tokenizer) = args.model.load(&ui)?;
     sampling.validate(model.config().vocab_size)?;
-    eprintln!(
-        "forward pass: {}",
-        if model.uses_cpu_kernels() {
-            format!("host kernels, {} weights", model.weights_format())
-        } else {
-            "burn ops".to_string()
-        }
-    );
+
     let mut ids = tokenizer.encode(&text)?;
     if let Some(n) = args.prefill_len {
         if n == 0 {
@@ -206,7 +210,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
             )?;
             bar.finish_and_clear();
             let _ = writeln!(out);
-            print_ar_stats(&stats);
+            print_ar_stats(&stats, &model);
         }
         Method::Tokenswift => {
             // Settings and lengths first: they need no heads.
@@ -249,7 +253,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                 &mut out,
             )?;
             let _ = writeln!(out);
-            print_ts_stats(&stats);
+            print_ts_stats(&stats, &model);
             if args.compare_ar {
                 let (ar_tokens, ar) = run_ar_quietly(
                     &model,
@@ -260,7 +264,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                     &ui,
                     Some(&tokenizer),
                 )?;
-                print_ar_stats(&ar);
+                print_ar_stats(&ar, &model);
                 let ts_ms =
                     stats.decode_time.as_secs_f64() * 1000.0 / stats.generated_tokens.max(1) as f64;
                 let ar_ms =
