@@ -72,8 +72,11 @@ fn forward_path(model: &Model) -> String {
     }
 }
 
-fn print_ar_stats(stats: &GenerationStats, model: &Model) {
-    eprintln!("forward pass: {}", forward_path(model));
+/// `model`: name the forward path first (not after TokenSwift's stats, which already did).
+fn print_ar_stats(stats: &GenerationStats, model: Option<&Model>) {
+    if let Some(model) = model {
+        eprintln!("forward pass: {}", forward_path(model));
+    }
     eprintln!(
         "AR: prompt {} tokens, prefill {:.2} s ({:.0} tok/s); generated {} tokens in {:.2} s ({:.2} tok/s, {:.1} ms/token){}",
         stats.prompt_tokens,
@@ -210,7 +213,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
             )?;
             bar.finish_and_clear();
             let _ = writeln!(out);
-            print_ar_stats(&stats, &model);
+            print_ar_stats(&stats, Some(&model));
         }
         Method::Tokenswift => {
             // Settings and lengths first: they need no heads.
@@ -264,7 +267,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                     &ui,
                     Some(&tokenizer),
                 )?;
-                print_ar_stats(&ar, &model);
+                print_ar_stats(&ar, None);
                 let ts_ms =
                     stats.decode_time.as_secs_f64() * 1000.0 / stats.generated_tokens.max(1) as f64;
                 let ar_ms =
