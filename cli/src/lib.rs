@@ -402,6 +402,18 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
     }
 }
 
+/// An elapsed time or ETA for progress lines: `1h02m`, `12m05s`, `40s`.
+pub fn clock(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 /// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

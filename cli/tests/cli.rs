@@ -298,16 +298,14 @@ fn heads_of_another_base_are_refused() {
     assert_one_sentence_error(&out, &["holds no draft heads"]);
 }
 
-/// `bench --llamacpp` refuses a missing `--gguf` file, or a model other than the default without
-/// one, in one sentence before any measurement.
-#[test]
-fn bench_peer_without_its_gguf_is_refused() {
+/// The tiny checkpoint in a temporary directory with a minimal word-level tokenizer (`a`, `b`):
+/// enough to load and to tokenize short prompts.
+fn tiny_with_tokenizer() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let goldens = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/goldens");
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(goldens.join("tiny-llama-mha").join(f), dir.path().join(f)).unwrap();
     }
-    // A minimal word-level tokenizer: enough to load, nothing here tokenizes.
     std::fs::write(
         dir.path().join("tokenizer.json"),
         r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
@@ -315,6 +313,14 @@ fn bench_peer_without_its_gguf_is_refused() {
 "model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<unk>":2},"unk_token":"<unk>"}}"#,
     )
     .unwrap();
+    dir
+}
+
+/// `bench --llamacpp` refuses a missing `--gguf` file, or a model other than the default without
+/// one, in one sentence before any measurement.
+#[test]
+fn bench_peer_without_its_gguf_is_refused() {
+    let dir = tiny_with_tokenizer();
     let model = dir.path().display().to_string();
     let out = tokenswift(&[
         "bench",
@@ -335,18 +341,7 @@ fn bench_peer_without_its_gguf_is_refused() {
 /// are refused in one sentence.
 #[test]
 fn kernels_switch_between_the_host_kernels_and_burn_ops() {
-    let dir = tempfile::tempdir().unwrap();
-    let goldens = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infer/tests/goldens");
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(goldens.join("tiny-llama-mha").join(f), dir.path().join(f)).unwrap();
-    }
-    std::fs::write(
-        dir.path().join("tokenizer.json"),
-        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
-"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
-"model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<unk>":2},"unk_token":"<unk>"}}"#,
-    )
-    .unwrap();
+    let dir = tiny_with_tokenizer();
     let model = dir.path().display().to_string();
     let run = |kernels: &str| {
         let out = tokenswift(&[

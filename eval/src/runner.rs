@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tokenswift_cli::Ui;
+use tokenswift_cli::{Ui, clock};
 use tokenswift_infer::decoding::session::TokenSwiftConfig;
 use tokenswift_infer::draft::heads::DraftHeads;
 use tokenswift_infer::load::tokenizer::TextTokenizer;
@@ -191,18 +191,6 @@ impl<'a> GridProgress<'a> {
             self.total,
             clock(self.cell_started.elapsed()),
         )
-    }
-}
-
-/// `1h02m`, `12m05s`, `40s`.
-fn clock(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
     }
 }
 

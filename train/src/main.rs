@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use tokenswift_cli::{DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, peak_rss_mib};
+use tokenswift_cli::{DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, clock, peak_rss_mib};
 use tokenswift_datasets::{
     CorpusSource, HeldOutSplit, TokenizedDocument, Windows, split_held_out, tokenize,
     training_windows,
@@ -14,6 +14,8 @@ use tokenswift_infer::draft::heads::{
     DraftHeads, HeadsManifest, base_fingerprint, load_heads, manifest_path, rank_tokens,
 };
 
+/// What a one-document corpus keeps apart from its end for held-out measurements.
+const HELD_OUT_TAIL_TOKENS: usize = 4096;
 /// Most tokens kept in a heads manifest's ranking (the draft vocabulary is a prefix of it).
 const RANKING_LIMIT: usize = 32768;
 use tokenswift_infer::decoding::ngram::ContextTable;
@@ -281,20 +283,20 @@ impl LogLines {
             return;
         }
         self.last = std::time::Instant::now();
-        let secs = self.started.elapsed().as_secs_f64();
-        let rate = done.saturating_sub(resumed_at) as f64 / secs.max(1e-9);
+        let elapsed = self.started.elapsed();
+        let rate = done.saturating_sub(resumed_at) as f64 / elapsed.as_secs_f64().max(1e-9);
         let eta = if rate > 0.0 {
-            clock((total - done.min(total)) as f64 / rate)
+            clock(std::time::Duration::from_secs_f64(
+                (total - done.min(total)) as f64 / rate,
+            ))
         } else {
             "?".into()
         };
-        eprintln!("[{}] {what} {done}/{total} {detail} eta {eta}", clock(secs));
+        eprintln!(
+            "[{}] {what} {done}/{total} {detail} eta {eta}",
+            clock(elapsed)
+        );
     }
-}
-
-fn clock(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 fn main() -> std::process::ExitCode {
@@ -338,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
     let docs = source.documents(&|m| ui.note(m))?;
     let tokenized = tokenize(&docs, &tokenizer)?;
     spinner.finish_and_clear();
-    let split = split_held_out(tokenized, source.held_out(), 8 * 512)?;
+    let split = split_held_out(tokenized, source.held_out(), HELD_OUT_TAIL_TOKENS)?;
     let held_names = split.held_out_names();
     let eval_seqs = held_out_sequences(&split, cli.eval_sequences);
 
@@ -358,17 +360,16 @@ fn run(cli: Cli) -> Result<()> {
             ),
             Some(_) => self_distilled(&cli, &model, corpus_docs, recipe.seq_len, &ui)?,
         };
+    // Distilled text is ranked together with the corpus it continues.
+    let also_corpus: &[TokenizedDocument] = if self_distill.is_some() {
+        corpus_docs
+    } else {
+        &[]
+    };
     let ranking = rank_tokens(
         train_docs
             .iter()
-            .chain(
-                corpus_docs[..if self_distill.is_some() {
-                    corpus_docs.len()
-                } else {
-                    0
-                }]
-                    .iter(),
-            )
+            .chain(also_corpus)
             .map(|d| d.tokens.as_slice()),
         model.config().vocab_size,
         RANKING_LIMIT,
@@ -493,27 +494,22 @@ fn run(cli: Cli) -> Result<()> {
             .iter()
             .map(|a| format!("{:.2}", a[0]))
             .collect();
-        bar.set_message(format!(
+        let detail = format!(
             "loss [{}] top1 [{}] {:.0} tok/s lr {:.1e}",
             losses.join(" "),
             acc.join(" "),
             entry.tokens_per_second,
             entry.lr
-        ));
-        bar.set_position(trainer.step as u64);
+        );
         lines.tick(
             "training step",
             trainer.step,
             recipe.steps,
             resumed_at,
-            &format!(
-                "loss [{}] top1 [{}] {:.0} tok/s lr {:.1e}",
-                losses.join(" "),
-                acc.join(" "),
-                entry.tokens_per_second,
-                entry.lr
-            ),
+            &detail,
         );
+        bar.set_message(detail);
+        bar.set_position(trainer.step as u64);
         if trainer.step.is_multiple_of(recipe.checkpoint_every) || trainer.step == recipe.steps {
             trainer.save_checkpoint()?;
         }

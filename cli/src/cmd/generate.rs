@@ -180,7 +180,6 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
     }
     let (dir, model, tokenizer) = args.model.load(&ui)?;
     sampling.validate(model.config().vocab_size)?;
-
     let mut ids = tokenizer.encode(&text)?;
     if let Some(n) = args.prefill_len {
         if n == 0 {
