@@ -14,6 +14,12 @@ pub enum TrainError {
     Usage(String),
     #[error("{0}")]
     Checkpoint(String),
+    /// Several training processes could not meet or exchange gradients.
+    #[error("{0}")]
+    Distributed(String),
+    /// A data-parallel worker failed during its step.
+    #[error("{0}")]
+    Worker(String),
     #[error(transparent)]
     Infer(#[from] tokenswift_infer::InferError),
     #[error(transparent)]

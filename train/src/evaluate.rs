@@ -25,7 +25,7 @@ pub fn evaluate_heads(
         .cast(burn::tensor::DType::F32);
     for (i, seq) in sequences.iter().enumerate() {
         let h0 = base_hidden(model, seq, &mut cache)?.cast(burn::tensor::DType::F32);
-        let s = sequence_pass(heads, h0, &lm_head, seq, chunk_rows, 1.0, None);
+        let s = sequence_pass(heads, h0, &lm_head, seq, None, chunk_rows, 1.0, None);
         for (a, b) in stats.iter_mut().zip(&s) {
             a.add(b);
         }

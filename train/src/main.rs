@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::{Parser, ValueEnum};
 use tokenswift_cli::{DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, clock, peak_rss_mib};
 use tokenswift_datasets::{
@@ -21,14 +22,16 @@ const RANKING_LIMIT: usize = 32768;
 use tokenswift_infer::decoding::ngram::ContextTable;
 use tokenswift_infer::decoding::planner::{DraftMode, TreeChoice};
 use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
+use tokenswift_infer::device::{DeviceChoice, VulkanDevice};
 use tokenswift_infer::draft::resolve::draft_vocabulary;
 use tokenswift_infer::draft::vocab::DEFAULT_DRAFT_VOCAB;
 use tokenswift_infer::model::Model;
 use tokenswift_infer::sampling::SamplingConfig;
+use tokenswift_train::collective::{Group, Rendezvous};
 use tokenswift_train::distill::{self, DistillSettings};
 use tokenswift_train::evaluate::evaluate_heads;
 use tokenswift_train::objective::HeadStats;
-use tokenswift_train::trainer::{Trainer, prepare_out_dir};
+use tokenswift_train::trainer::{Parallel, Trainer, prepare_out_dir};
 use tokenswift_train::{Recipe, Schedule};
 
 #[global_allocator]
@@ -44,7 +47,9 @@ enum WindowsArg {
 enum Preset {
     /// `paper` on a GPU, `cpu` on the CPU.
     Auto,
-    /// DESIGN §1: seq 8192, lr 5e-3, wd 0.1, warm-up 50, cosine, 200 steps, batch 3 × accumulation 10.
+    /// DESIGN §1: seq 8192, lr 5e-3, wd 0.1, warm-up 50, cosine, 200 steps, and the paper's
+    /// effective batch of 120 sequences per step (its 3 × accumulation 10 × 4 GPUs), dealt over
+    /// the --devices and --nodes given.
     Paper,
     /// The default model on a 2-core CPU: seq 512, batch 1 × accumulation 4, 200 steps, warm-up
     /// 20 (same optimizer and schedule), about 35 minutes.
@@ -120,7 +125,9 @@ struct Cli {
     /// Sequences per micro-batch.
     #[arg(long)]
     batch: Option<usize>,
-    /// Micro-batches per optimizer step.
+    /// Micro-batches per optimizer step. --batch × --grad-accum sequences make one optimizer step
+    /// in all, dealt over every worker (--devices × --nodes): the effective batch does not change
+    /// with the number of devices.
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Peak learning rate (AdamW).
@@ -151,6 +158,11 @@ struct Cli {
     /// Save a checkpoint every N steps.
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Train the softmax over the corpus's N most frequent tokens only: the draft vocabulary the
+    /// heads serve with (`tokenswift --draft-vocab`, default 8192). Targets outside it leave the
+    /// loss; the cross-entropy costs N/vocab of the full one. 0 = the whole vocabulary.
+    #[arg(long)]
+    train_vocab: Option<usize>,
     /// Output directory.
     #[arg(long, default_value = "runs/heads")]
     out: PathBuf,
@@ -178,9 +190,28 @@ struct Cli {
     /// --corpus-ngrams`); no training. For heads saved before they carried them.
     #[arg(long, value_name = "HEADS")]
     update_ranking: Option<PathBuf>,
-    /// Data-parallel training over several GPUs is not available yet; only 1 is accepted.
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// Data-parallel workers of this process: a count (`2`: two workers on --device; on CUDA or
+    /// Vulkan, that device and the next ones) or a list (`cuda:0,1,2,3`, `vulkan:0,1`). Each
+    /// worker trains a replica of the heads on its share of every step's sequences through
+    /// burn-train's multi-device step; their gradients are summed before one optimizer step. The
+    /// frozen base runs on the first device. On the CPU, `2` runs two workers on the one device.
+    #[arg(long, default_value = "1", value_parser = parse_devices)]
+    devices: DevicesArg,
+    /// Processes (nodes) training together; each runs --devices workers. With more than 1, every
+    /// process is started with the same flags and its own --node-rank; rank 0 listens on
+    /// --master, sums the gradients and alone writes checkpoints and heads. Default: WORLD_SIZE
+    /// from the environment (torchrun, Slurm scripts), else 1.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// This process's rank, 0..nodes (default: RANK from the environment).
+    #[arg(long)]
+    node_rank: Option<usize>,
+    /// Rank 0's address, HOST:PORT (default: MASTER_ADDR:MASTER_PORT from the environment).
+    #[arg(long)]
+    master: Option<String>,
+    /// Seconds to wait for all processes to meet.
+    #[arg(long, default_value_t = 600.0)]
+    rendezvous_timeout: f64,
     /// When stderr is not a terminal (Slurm, nohup), a progress line every this many seconds.
     #[arg(long, env = "TOKENSWIFT_LOG_EVERY", default_value_t = 60.0)]
     log_every: f64,
@@ -212,7 +243,8 @@ fn recipe(cli: &Cli, on_gpu: bool) -> Recipe {
         seed,
         min_doc_tokens,
         chunk_rows,
-        checkpoint_every
+        checkpoint_every,
+        train_vocab
     );
     r
 }
@@ -299,6 +331,73 @@ impl LogLines {
     }
 }
 
+/// `--devices`: a worker count, or the workers' devices.
+#[derive(Debug, Clone, PartialEq)]
+enum DevicesArg {
+    Count(usize),
+    List(Vec<DeviceChoice>),
+}
+
+fn parse_devices(s: &str) -> std::result::Result<DevicesArg, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<usize>() {
+        if n == 0 {
+            return Err("--devices must be at least 1".into());
+        }
+        return Ok(DevicesArg::Count(n));
+    }
+    // `cuda:0,1,2,3` or `cuda:0,cuda:1`: a bare index takes the kind before it.
+    let mut kind: Option<String> = None;
+    let mut list = Vec::new();
+    for item in s.split(',').map(str::trim) {
+        let spec = if item.parse::<usize>().is_ok() {
+            match &kind {
+                Some(k) => format!("{k}:{item}"),
+                None => {
+                    return Err(format!(
+                        "`{s}`: name the device kind before a bare index (e.g. cuda:0,1)"
+                    ));
+                }
+            }
+        } else {
+            kind = item.split(':').next().map(str::to_string);
+            item.to_string()
+        };
+        list.push(DeviceChoice::parse(&spec)?);
+    }
+    Ok(DevicesArg::List(list))
+}
+
+/// The worker devices for `--devices`: the base's device first.
+fn worker_devices(spec: &DevicesArg, base: &DeviceChoice, model: &Model) -> Result<Vec<Device>> {
+    match spec {
+        DevicesArg::Count(n) => {
+            let next = |i: usize| -> Option<DeviceChoice> {
+                match base {
+                    DeviceChoice::Cuda(k) => Some(DeviceChoice::Cuda(k + i)),
+                    DeviceChoice::Vulkan(VulkanDevice::Discrete(k)) => {
+                        Some(DeviceChoice::Vulkan(VulkanDevice::Discrete(k + i)))
+                    }
+                    _ => None,
+                }
+            };
+            (0..*n)
+                .map(|i| match (i, next(i)) {
+                    (0, _) | (_, None) => Ok(model.device().clone()),
+                    (_, Some(c)) => Ok(c.resolve()?.0),
+                })
+                .collect()
+        }
+        DevicesArg::List(list) => {
+            let mut out = vec![model.device().clone()];
+            for c in &list[1..] {
+                out.push(c.resolve()?.0);
+            }
+            Ok(out)
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tokenswift_cli::exit_code(run(cli))
@@ -306,17 +405,36 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let ui = Ui { quiet: cli.quiet };
-    if cli.devices != 1 {
+    let rendezvous = Rendezvous::from_parts(
+        cli.nodes,
+        cli.node_rank,
+        cli.master.clone(),
+        &|k| std::env::var(k).ok(),
+        std::time::Duration::from_secs_f64(cli.rendezvous_timeout.clamp(1.0, 1e7)),
+    )?;
+    let self_distill = cli.data.strip_prefix("self:");
+    if self_distill.is_some() && rendezvous.is_some() {
         bail!(
-            "--devices {}: multi-device data parallel training is not available in this version; train on one device",
-            cli.devices
+            "--data {} with --nodes > 1: generate the self-distilled samples once with a single process (they are cached), then train on the cached text with --data DIR",
+            cli.data
         );
     }
-    let self_distill = cli.data.strip_prefix("self:");
     let source = CorpusSource::parse(self_distill.unwrap_or(&cli.data))?;
+    // With a device list, the base runs on its first device.
+    let base_device = match &cli.devices {
+        DevicesArg::List(list) => {
+            if cli.device.0 != DeviceChoice::Auto && cli.device.0 != list[0] {
+                bail!(
+                    "--device and --devices disagree on where the base runs; give only --devices (its first device is the base's)"
+                );
+            }
+            DeviceArg(list[0])
+        }
+        DevicesArg::Count(_) => cli.device,
+    };
     let margs = ModelArgs {
         model: cli.base.clone(),
-        device: cli.device,
+        device: base_device,
         weights: cli.weights,
         kernels: KernelsArg::Host,
     };
@@ -444,6 +562,43 @@ fn run(cli: Cli) -> Result<()> {
         recipe.seq_len,
         held_names.join(", ")
     ));
+    let devices = worker_devices(&cli.devices, &base_device.0, &model)?;
+    let group = match &rendezvous {
+        None => None,
+        Some(r) => {
+            let key = format!(
+                "{}|{}|{}|{}|{}|{}",
+                base_fingerprint(&model),
+                data_id,
+                serde_json::to_string(&recipe)?,
+                sequences.len(),
+                devices.len(),
+                cli.resume
+            );
+            let spinner = ui.spinner(format!(
+                "rank {} of {}: meeting the other processes at {}",
+                r.rank, r.world, r.master
+            ));
+            let g = Group::join(r, &key)?;
+            spinner.finish_and_clear();
+            ui.note(&format!(
+                "rank {} of {} joined at {}",
+                r.rank, r.world, r.master
+            ));
+            Some(g)
+        }
+    };
+    let parallel = Parallel { devices, group };
+    let workers = parallel.total_workers();
+    if workers > 1 {
+        ui.note(&format!(
+            "{workers} data-parallel workers ({} per process × {} processes): {} sequences per step, {} per worker",
+            parallel.devices.len(),
+            workers / parallel.devices.len(),
+            recipe.sequences_per_step(),
+            recipe.sequences_per_step().div_ceil(workers)
+        ));
+    }
     let mut trainer = Trainer::new(
         &model,
         &cli.base,
@@ -452,7 +607,12 @@ fn run(cli: Cli) -> Result<()> {
         sequences,
         &cli.out,
         cli.resume,
+        parallel,
     )?;
+    trainer.set_ranking(&ranking);
+    if !trainer.is_writer() {
+        return follow(&mut trainer, &recipe, &ui);
+    }
     if cli.resume {
         ui.note(&format!("resuming at step {}", trainer.step));
     }
@@ -511,6 +671,7 @@ fn run(cli: Cli) -> Result<()> {
         bar.set_message(detail);
         bar.set_position(trainer.step as u64);
         if trainer.step.is_multiple_of(recipe.checkpoint_every) || trainer.step == recipe.steps {
+            trainer.check_replicas()?;
             trainer.save_checkpoint()?;
         }
     }
@@ -566,6 +727,26 @@ fn run(cli: Cli) -> Result<()> {
         manifest_path(&path).display(),
         peak
     ));
+    Ok(())
+}
+
+/// A rank other than 0: trains its share in step with the others, checks the replicas where
+/// rank 0 checkpoints, and writes nothing.
+fn follow(trainer: &mut Trainer, recipe: &Recipe, ui: &Ui) -> Result<()> {
+    while trainer.step < recipe.steps {
+        let entry = trainer.train_step()?;
+        if trainer.step.is_multiple_of(recipe.checkpoint_every) || trainer.step == recipe.steps {
+            trainer.check_replicas()?;
+        }
+        ui.note(&format!(
+            "step {}/{}: loss {:.3} ({:.0} tok/s over all ranks)",
+            trainer.step,
+            recipe.steps,
+            entry.loss.first().copied().unwrap_or(0.0),
+            entry.tokens_per_second
+        ));
+    }
+    ui.note("done; rank 0 writes the heads");
     Ok(())
 }
 

@@ -5,6 +5,12 @@
 //! its `K × rows × vocab` logits, and its backward pass, then drops them, so the full
 //! `K × seq × vocab` logits (≈ 5 GB per head for 152K × 8K in f32) never exist at once. The heads
 //! act on each position independently, so chunked gradients add up to the whole sequence's.
+//!
+//! With a training vocabulary (`--train-vocab N`), the softmax runs over the `N` most frequent
+//! tokens of the training corpus only — the draft vocabulary the heads serve with
+//! (`tokenswift --draft-vocab`, which drafts from exactly those `lm_head` rows). Rows whose target
+//! lies outside it cannot be drafted at all; they leave the loss and count as misses in the
+//! accuracy. The cross-entropy then costs `N / vocab` of the full one.
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -20,6 +26,8 @@ pub struct HeadStats {
     /// Rows whose target is the top-1 / within the top-2 / within the top-3.
     pub top: [u64; 3],
     pub rows: u64,
+    /// Rows in the loss (all of them, unless a training vocabulary leaves some out).
+    pub loss_rows: u64,
 }
 
 impl HeadStats {
@@ -29,9 +37,10 @@ impl HeadStats {
             self.top[k] += o.top[k];
         }
         self.rows += o.rows;
+        self.loss_rows += o.loss_rows;
     }
     pub fn loss(&self) -> f64 {
-        self.loss_sum / self.rows.max(1) as f64
+        self.loss_sum / self.loss_rows.max(1) as f64
     }
     pub fn accuracy(&self, k: usize) -> f64 {
         self.top[k - 1] as f64 / self.rows.max(1) as f64
@@ -63,10 +72,11 @@ fn target_ranks(logits: Tensor<2>, targets: Tensor<2, Int>) -> Vec<i64> {
         .expect("int ranks")
 }
 
-fn stats_from(loss_sum: f64, ranks: &[i64]) -> HeadStats {
+fn stats_from(loss_sum: f64, ranks: &[i64], loss_rows: usize) -> HeadStats {
     let mut s = HeadStats {
         loss_sum,
         rows: ranks.len() as u64,
+        loss_rows: loss_rows as u64,
         ..Default::default()
     };
     for &r in ranks {
@@ -79,17 +89,61 @@ fn stats_from(loss_sum: f64, ranks: &[i64]) -> HeadStats {
     s
 }
 
+/// Marks a token outside the training vocabulary in a [`Vocabulary::remap`].
+pub const OUTSIDE: u32 = u32::MAX;
+
+/// The rows of `lm_head` the softmax runs over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vocabulary {
+    /// The token ids, in row order.
+    pub ids: Vec<u32>,
+    /// Token id → row, or [`OUTSIDE`]; one entry per token of the full vocabulary.
+    pub remap: Vec<u32>,
+}
+
+impl Vocabulary {
+    /// The first `size` ids of `ranking` (most frequent first) in a vocabulary of `vocab_size`.
+    pub fn from_ranking(ranking: &[u32], size: usize, vocab_size: usize) -> Self {
+        let ids: Vec<u32> = ranking
+            .iter()
+            .copied()
+            .filter(|&t| (t as usize) < vocab_size)
+            .take(size)
+            .collect();
+        let mut remap = vec![OUTSIDE; vocab_size];
+        for (row, &t) in ids.iter().enumerate() {
+            remap[t as usize] = row as u32;
+        }
+        Self { ids, remap }
+    }
+
+    /// `lm_head`'s rows for this vocabulary.
+    pub fn select_rows(&self, lm_head: &Tensor<2>) -> Tensor<2> {
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                self.ids.iter().map(|&t| t as i64).collect::<Vec<_>>(),
+                [self.ids.len()],
+            ),
+            &lm_head.device(),
+        );
+        lm_head.clone().select(0, idx)
+    }
+}
+
 /// Runs the heads over one sequence's hidden states (`[len, hidden]`, from the frozen base), in
 /// chunks of `chunk_rows`. With `accumulate`, each chunk's backward pass adds the gradient of
 /// `scale × Σ_heads mean CE` to it (`scale` spreads a step over its micro-batches); without, this
 /// only measures (no autodiff).
 ///
-/// `h0` and `lm_head` must be on the same device as the heads; they carry no gradient.
+/// `h0` and `lm_head` must be on the same device as the heads; they carry no gradient. With
+/// `remap` (a [`Vocabulary::remap`]), `lm_head` holds that vocabulary's rows only.
+#[allow(clippy::too_many_arguments)]
 pub fn sequence_pass(
     heads: &DraftHeads,
     h0: Tensor<2>,
     lm_head: &Tensor<2>,
     tokens: &[u32],
+    remap: Option<&[u32]>,
     chunk_rows: usize,
     scale: f64,
     accumulate: Option<&mut GradientsAccumulator<DraftHeads>>,
@@ -99,6 +153,15 @@ pub fn sequence_pass(
     let device = h0.device();
     let mut stats = vec![HeadStats::default(); k];
     let rows_total = valid_rows(len, 0);
+    let row_of = |t: u32| remap.map_or(t, |m| m[t as usize]);
+    // Per head: the rows that enter the loss (targets inside the vocabulary).
+    let counted: Vec<usize> = (0..k)
+        .map(|i| {
+            (0..valid_rows(len, i))
+                .filter(|&p| row_of(target(tokens, p, i)) != OUTSIDE)
+                .count()
+        })
+        .collect();
     let lm_t = lm_head.clone().transpose();
     let mut accumulate = accumulate;
     let mut start = 0;
@@ -117,8 +180,13 @@ pub fn sequence_pass(
                 continue;
             }
             let n = end.min(n_valid) - start;
-            let tgt: Vec<i64> = (start..start + n)
-                .map(|p| target(tokens, p, i) as i64)
+            let rows: Vec<u32> = (start..start + n)
+                .map(|p| row_of(target(tokens, p, i)))
+                .collect();
+            let inside: Vec<bool> = rows.iter().map(|&r| r != OUTSIDE).collect();
+            let tgt: Vec<i64> = rows
+                .iter()
+                .map(|&r| if r == OUTSIDE { 0 } else { r as i64 })
                 .collect();
             let targets = Tensor::<2, Int>::from_data(TensorData::new(tgt, [n, 1]), &device);
             let lm = if accumulate.is_some() {
@@ -127,11 +195,29 @@ pub fn sequence_pass(
                 lm_t.clone().without_autodiff()
             };
             let logits = out.narrow(0, 0, n).matmul(lm);
-            let ranks = target_ranks(
+            let mut ranks = target_ranks(
                 logits.clone().detach().without_autodiff(),
                 targets.clone().without_autodiff(),
             );
-            let nll = log_softmax(logits, 1).gather(1, targets).sum().neg();
+            let picked = log_softmax(logits, 1).gather(1, targets);
+            let nll = if inside.iter().all(|&x| x) {
+                picked.sum().neg()
+            } else {
+                // Targets outside the vocabulary: out of the loss, misses in the accuracy.
+                for (r, &ok) in ranks.iter_mut().zip(&inside) {
+                    if !ok {
+                        *r = i64::MAX;
+                    }
+                }
+                let mask: Vec<f32> = inside.iter().map(|&ok| f32::from(u8::from(ok))).collect();
+                let mask = Tensor::<2>::from_data(TensorData::new(mask, [n, 1]), &device);
+                let mask = if accumulate.is_some() {
+                    mask
+                } else {
+                    mask.without_autodiff()
+                };
+                (picked * mask).sum().neg()
+            };
             let nll_value = nll
                 .clone()
                 .without_autodiff()
@@ -139,8 +225,9 @@ pub fn sequence_pass(
                 .convert::<f64>()
                 .try_into_vec::<f64>()
                 .expect("loss")[0];
-            stats[i].add(&stats_from(nll_value, &ranks));
-            let term = nll.mul_scalar(scale / n_valid as f64);
+            let in_loss = inside.iter().filter(|&&x| x).count();
+            stats[i].add(&stats_from(nll_value, &ranks, in_loss));
+            let term = nll.mul_scalar(scale / counted[i].max(1) as f64);
             loss = Some(match loss {
                 Some(l) => l + term,
                 None => term,

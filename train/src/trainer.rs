@@ -5,11 +5,14 @@
 //! leaves the last complete checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{Module, ParamId};
-use burn::optim::{AdamWConfig, GradientsAccumulator, ModuleOptimizer, OptimizerRecord};
-use burn::tensor::{DType, Device, Tensor};
+use burn::optim::{
+    AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, OptimizerRecord,
+};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tokenswift_infer::draft::heads::{DraftHeads, HeadsManifest, base_fingerprint, manifest_path};
 use tokenswift_infer::load::weights::Checkpoint;
@@ -17,8 +20,10 @@ use tokenswift_infer::model::cache::KvCache;
 use tokenswift_infer::model::prompt::forward_chunks;
 use tokenswift_infer::model::{LogitRows, Model};
 
+use crate::collective::Group;
 use crate::error::{Result, TrainError};
-use crate::objective::{HeadStats, sequence_pass};
+use crate::objective::{HeadStats, Vocabulary};
+use crate::parallel::{SequenceFeatures, WorkerInput, Workers};
 use crate::recipe::{Recipe, sequence_index};
 
 /// What makes two runs the same run (a checkpoint only resumes the run it came from).
@@ -129,6 +134,32 @@ pub struct Trainer<'m> {
     pub step: usize,
     pub history: Vec<StepLog>,
     cache: KvCache,
+    workers: Workers,
+    group: Option<Group>,
+    /// The training vocabulary's remap and `lm_head` rows (`recipe.train_vocab > 0`).
+    vocab: Option<(Arc<Vec<u32>>, Tensor<2>)>,
+}
+
+/// Where a run's data-parallel workers are: this process's devices (one worker each; the first
+/// is the base model's) and, with several processes, their group.
+pub struct Parallel {
+    pub devices: Vec<Device>,
+    pub group: Option<Group>,
+}
+
+impl Parallel {
+    /// One worker on `device`, one process.
+    pub fn single(device: &Device) -> Self {
+        Self {
+            devices: vec![device.clone()],
+            group: None,
+        }
+    }
+
+    /// Workers over all processes.
+    pub fn total_workers(&self) -> usize {
+        self.devices.len() * self.group.as_ref().map_or(1, Group::world)
+    }
 }
 
 /// The autodiff device the heads train on.
@@ -147,8 +178,18 @@ impl<'m> Trainer<'m> {
         sequences: Vec<Vec<u32>>,
         out_dir: &Path,
         resume: bool,
+        parallel: Parallel,
     ) -> Result<Self> {
         recipe.validate().map_err(TrainError::Usage)?;
+        let total = parallel.total_workers();
+        if recipe.sequences_per_step() < total {
+            return Err(TrainError::Usage(format!(
+                "{total} data-parallel workers need at least {total} sequences per optimizer step (--batch {} × --grad-accum {} gives {})",
+                recipe.batch,
+                recipe.grad_accum,
+                recipe.sequences_per_step()
+            )));
+        }
         let c = model.config();
         if recipe.seq_len > c.max_position_embeddings {
             return Err(TrainError::Usage(format!(
@@ -187,6 +228,15 @@ impl<'m> Trainer<'m> {
             step: 0,
             history: Vec::new(),
             cache,
+            workers: Workers::new(
+                parallel
+                    .devices
+                    .iter()
+                    .map(|d| d.clone().autodiff())
+                    .collect(),
+            ),
+            group: parallel.group,
+            vocab: None,
         };
         if resume {
             t.resume()?;
@@ -258,6 +308,14 @@ impl<'m> Trainer<'m> {
                 self.recipe.seq_len
             )));
         }
+        if state.recipe.train_vocab != self.recipe.train_vocab {
+            return Err(TrainError::Checkpoint(format!(
+                "the checkpoint in {} was trained with --train-vocab {}, this run asks for {}",
+                dir.display(),
+                state.recipe.train_vocab,
+                self.recipe.train_vocab
+            )));
+        }
         let c = self.model.config();
         let mut ckpt = Checkpoint::open_file(&dir.join("heads.safetensors"))?;
         let mut heads = DraftHeads::from_checkpoint(
@@ -280,44 +338,112 @@ impl<'m> Trainer<'m> {
         Ok(())
     }
 
-    /// Runs one optimizer step (all micro-batches) and returns its log.
+    /// With `recipe.train_vocab > 0`: the softmax runs over the first `train_vocab` tokens of
+    /// `ranking` (the corpus's most frequent first, as in the heads manifest), the draft
+    /// vocabulary the heads will serve with. Must be called before the first step.
+    pub fn set_ranking(&mut self, ranking: &[u32]) {
+        if self.recipe.train_vocab == 0 {
+            return;
+        }
+        let v =
+            Vocabulary::from_ranking(ranking, self.recipe.train_vocab, self.identity.vocab_size);
+        let rows = v.select_rows(&self.lm_head);
+        self.vocab = Some((Arc::new(v.remap), rows));
+    }
+
+    /// This process writes checkpoints and the heads (rank 0, or the only process).
+    pub fn is_writer(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank() == 0)
+    }
+
+    /// Runs one optimizer step and returns its log. The step's sequences are dealt round-robin
+    /// to the workers of all processes (global worker `w` takes sequences `w`, `w + W`, …); a
+    /// round gives each worker one sequence, whose features the base computes here.
     pub fn train_step(&mut self) -> Result<StepLog> {
         let t0 = Instant::now();
+        if self.recipe.train_vocab > 0 && self.vocab.is_none() {
+            return Err(TrainError::Usage(
+                "a training vocabulary was asked for but no token ranking was given".into(),
+            ));
+        }
+        let (remap, lm_head) = match &self.vocab {
+            Some((m, rows)) => (Some(m.clone()), rows.clone()),
+            None => (None, self.lm_head.clone()),
+        };
         let per_step = self.recipe.sequences_per_step();
         let scale = 1.0 / per_step as f64;
+        let local = self.workers.len();
+        let (rank, world) = self
+            .group
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank(), g.world()));
+        let global = local * world;
         let mut acc = GradientsAccumulator::<DraftHeads>::new();
         let mut stats = vec![HeadStats::default(); self.heads.len()];
         let mut tokens = 0;
-        for j in 0..per_step {
-            let g = self.step * per_step + j;
-            let idx = sequence_index(g, self.sequences.len(), self.recipe.seed);
-            let seq = &self.sequences[idx];
-            let h0 = base_hidden(self.model, seq, &mut self.cache)?
-                .cast(DType::F32)
-                .autodiff();
-            let s = sequence_pass(
-                &self.heads,
-                h0,
-                &self.lm_head,
-                seq,
-                self.recipe.chunk_rows,
-                scale,
-                Some(&mut acc),
-            );
-            for (a, b) in stats.iter_mut().zip(&s) {
-                a.add(b);
+        for round in 0..per_step.div_ceil(global) {
+            let mut shares = Vec::with_capacity(local);
+            for w in 0..local {
+                let j = round * global + rank * local + w;
+                if j >= per_step {
+                    shares.push(None);
+                    continue;
+                }
+                let g = self.step * per_step + j;
+                let idx = sequence_index(g, self.sequences.len(), self.recipe.seed);
+                let seq = &self.sequences[idx];
+                let hidden = base_hidden(self.model, seq, &mut self.cache)?
+                    .cast(DType::F32)
+                    .autodiff();
+                shares.push(Some(WorkerInput {
+                    sequences: vec![SequenceFeatures {
+                        hidden,
+                        tokens: seq.clone(),
+                    }],
+                    lm_head: lm_head.clone(),
+                    remap: remap.clone(),
+                    chunk_rows: self.recipe.chunk_rows,
+                    scale,
+                }));
             }
-            tokens += seq.len();
+            for out in self.workers.round(&self.heads, shares, &mut acc)? {
+                for (a, b) in stats.iter_mut().zip(&out.stats) {
+                    a.add(b);
+                }
+                tokens += out.tokens;
+            }
+        }
+        let mut grads = acc.grads();
+        if let Some(group) = self.group.as_mut() {
+            grads = reduce_grads(group, &self.heads, grads)?;
+            tokens = reduce_stats(group, &mut stats, tokens)?;
         }
         let lr = self.recipe.lr_at(self.step);
         // The optimiser consumes the module and returns the updated one. A clone shares the
         // parameters' storage (a few MB, next to a base forward pass of seconds), so no
         // placeholder module is needed while it runs.
-        self.heads = self.optim.step(lr, self.heads.clone(), acc.grads());
+        self.heads = self.optim.step(lr, self.heads.clone(), grads);
         let log = StepLog::from_stats(self.step, lr, &stats, tokens, t0.elapsed().as_secs_f64());
         self.step += 1;
         self.history.push(log.clone());
         Ok(log)
+    }
+
+    /// With several processes: checks that every replica holds the same heads (they start from
+    /// the same seed and apply the same summed gradients, so they must). Called before each
+    /// checkpoint; a divergence is an error, not a silent average of different models.
+    pub fn check_replicas(&mut self) -> Result<()> {
+        let Some(group) = self.group.as_mut() else {
+            return Ok(());
+        };
+        let sum = heads_checksum(&self.heads)?;
+        if !group.all_agree(sum)? {
+            return Err(TrainError::Distributed(format!(
+                "distributed training: the ranks' heads differ after step {} (different data or software on some node?)",
+                self.step
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a checkpoint for the current step: a `.partial` directory renamed into place, then
@@ -404,6 +530,95 @@ impl<'m> Trainer<'m> {
     pub fn model(&self) -> &Model {
         self.model
     }
+}
+
+fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| TrainError::Distributed(format!("cannot read a gradient: {e:?}")))
+}
+
+/// Sums the gradients of the heads over the processes (rank order, the same bits everywhere).
+fn reduce_grads(
+    group: &mut Group,
+    heads: &DraftHeads,
+    mut grads: GradientsParams,
+) -> Result<GradientsParams> {
+    let mut flat = Vec::new();
+    let mut parts: Vec<(ParamId, Vec<usize>, Device)> = Vec::new();
+    for l in &heads.layers {
+        let missing = || {
+            TrainError::Distributed(
+                "a head parameter received no gradient in this step".to_string(),
+            )
+        };
+        let g = grads.remove::<2>(l.linear.id).ok_or_else(missing)?;
+        parts.push((l.linear.id, g.dims().to_vec(), g.device()));
+        flat.extend(tensor_values(g)?);
+        for p in [&l.input_norm, &l.post_norm] {
+            let g = grads.remove::<1>(p.id).ok_or_else(missing)?;
+            parts.push((p.id, g.dims().to_vec(), g.device()));
+            flat.extend(tensor_values(g)?);
+        }
+    }
+    group.all_reduce_sum_f32(&mut flat)?;
+    let mut out = GradientsParams::new();
+    let mut at = 0;
+    for (id, dims, device) in parts {
+        let n: usize = dims.iter().product();
+        let values = flat[at..at + n].to_vec();
+        at += n;
+        if dims.len() == 2 {
+            out.register::<2>(
+                id,
+                Tensor::from_data(TensorData::new(values, [dims[0], dims[1]]), &device),
+            );
+        } else {
+            out.register::<1>(id, Tensor::from_data(TensorData::new(values, [n]), &device));
+        }
+    }
+    Ok(out)
+}
+
+/// Sums the per-head statistics and the token count over the processes.
+fn reduce_stats(group: &mut Group, stats: &mut [HeadStats], tokens: usize) -> Result<usize> {
+    let mut v = Vec::with_capacity(stats.len() * 6 + 1);
+    for s in stats.iter() {
+        v.extend([
+            s.loss_sum,
+            s.top[0] as f64,
+            s.top[1] as f64,
+            s.top[2] as f64,
+            s.rows as f64,
+            s.loss_rows as f64,
+        ]);
+    }
+    v.push(tokens as f64);
+    group.all_reduce_sum_f64(&mut v)?;
+    for (s, c) in stats.iter_mut().zip(v.chunks_exact(6)) {
+        s.loss_sum = c[0];
+        s.top = [c[1] as u64, c[2] as u64, c[3] as u64];
+        s.rows = c[4] as u64;
+        s.loss_rows = c[5] as u64;
+    }
+    Ok(v[v.len() - 1] as usize)
+}
+
+/// A checksum of the heads' parameter bits.
+fn heads_checksum(heads: &DraftHeads) -> Result<u64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |values: Vec<f32>| {
+        for v in values {
+            h = (h ^ u64::from(v.to_bits())).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for l in &heads.layers {
+        eat(tensor_values(l.linear.val())?);
+        eat(tensor_values(l.input_norm.val())?);
+        eat(tensor_values(l.post_norm.val())?);
+    }
+    Ok(h)
 }
 
 /// Creates the output directory and proves it is writable before any work is done.

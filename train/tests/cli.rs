@@ -33,8 +33,23 @@ fn unknown_base_and_bad_flags_are_one_sentence() {
     one_sentence(ok, &e, &["/no/such/corpus"]);
     let (ok, e) = train_heads(&["--grad-accum", "0"]);
     one_sentence(ok, &e, &["--grad-accum"]);
-    let (ok, e) = train_heads(&["--devices", "2"]);
-    one_sentence(ok, &e, &["--devices 2"]);
+    // clap's usage errors: the sentence, then its pointer to --help.
+    let (ok, e) = train_heads(&["--devices", "0"]);
+    assert!(!ok && !e.contains("panicked"), "{e}");
+    assert!(
+        e.lines()
+            .next()
+            .unwrap()
+            .contains("--devices must be at least 1"),
+        "{e}"
+    );
+    let (ok, e) = train_heads(&["--devices", "0,1"]);
+    assert!(!ok && !e.contains("panicked"), "{e}");
+    assert!(e.lines().next().unwrap().contains("cuda:0,1"), "{e}");
+    let (ok, e) = train_heads(&["--nodes", "2", "--master", "127.0.0.1:9"]);
+    one_sentence(ok, &e, &["--node-rank"]);
+    let (ok, e) = train_heads(&["--nodes", "2", "--node-rank", "2", "--master", "h:1"]);
+    one_sentence(ok, &e, &["out of range"]);
     let (ok, e) = train_heads(&["--seq-len", "100000", "--out", "/tmp/never-used"]);
     one_sentence(ok, &e, &["exceeds the model's context of 8192"]);
 }
@@ -197,4 +212,112 @@ fn self_distillation_trains_on_the_bases_own_text_and_resumes_its_cache() {
     std::fs::write(&files[0], format!("{first_line}\n{{\"i\":1,\"doc\":\"on")).unwrap();
     run("second", true);
     assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), text);
+}
+
+fn heads_in(dir: &std::path::Path) -> Vec<Vec<f32>> {
+    use tokenswift_infer::draft::heads::DraftHeads;
+    let mut ckpt =
+        tokenswift_infer::load::weights::Checkpoint::open_file(&dir.join("heads.safetensors"))
+            .unwrap();
+    let k = DraftHeads::count_in(&ckpt);
+    DraftHeads::from_checkpoint(&mut ckpt, k, 32, 1e-5, &burn::tensor::Device::flex())
+        .unwrap()
+        .tensors()
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect()
+}
+
+/// `--devices 2` (two burn-train workers in one process) and two processes meeting over loopback
+/// (`--nodes 2`, one worker each) train the heads of one worker over the same 4 sequences per
+/// step, within float tolerance; only rank 0 writes. A third run on other data differs (the
+/// comparison can fail).
+#[test]
+fn two_workers_and_two_processes_train_the_heads_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, corpus) = tiny_base_and_corpus(dir.path());
+    let cmd = |out: &std::path::Path, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_train-heads"));
+        c.args([
+            "--base",
+            &base,
+            "--data",
+            &corpus,
+            "--min-doc-tokens",
+            "16",
+            "--seq-len",
+            "16",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--grad-accum",
+            "2",
+            "--warmup",
+            "1",
+            "--accept-tokens",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(extra)
+        .env("TOKENSWIFT_QUIET", "1")
+        .env("HF_HUB_OFFLINE", "1");
+        c
+    };
+    let ok = |o: std::process::Output| {
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{e}");
+        e
+    };
+    let one = dir.path().join("one");
+    ok(cmd(&one, &[]).output().unwrap());
+    let two = dir.path().join("two");
+    ok(cmd(&two, &["--devices", "2"]).output().unwrap());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let master = format!("127.0.0.1:{port}");
+    let nodes = dir.path().join("nodes");
+    let rank1_out = dir.path().join("rank1");
+    let rank1 = cmd(
+        &rank1_out,
+        &["--nodes", "2", "--node-rank", "1", "--master", &master],
+    )
+    .spawn()
+    .unwrap();
+    ok(cmd(
+        &nodes,
+        &["--nodes", "2", "--node-rank", "0", "--master", &master],
+    )
+    .output()
+    .unwrap());
+    ok(rank1.wait_with_output().unwrap());
+    assert!(
+        !rank1_out.join("heads.safetensors").exists(),
+        "rank 1 wrote heads"
+    );
+
+    let reference = heads_in(&one);
+    for other in [&two, &nodes] {
+        let h = heads_in(other);
+        let d = reference
+            .iter()
+            .zip(&h)
+            .flat_map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u - v).abs()))
+            .fold(0.0f32, f32::max);
+        assert!(d <= 1e-5, "{}: differs by {d}", other.display());
+    }
+    let reseeded = dir.path().join("reseeded");
+    ok(cmd(&reseeded, &["--seed", "43"]).output().unwrap());
+    let h = heads_in(&reseeded);
+    let d = reference
+        .iter()
+        .zip(&h)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u - v).abs()))
+        .fold(0.0f32, f32::max);
+    assert!(d > 1e-3, "another data order changed the heads by only {d}");
 }

@@ -8,7 +8,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use tokenswift_infer::draft::heads::{DraftHeads, load_heads};
 use tokenswift_infer::model::Model;
 use tokenswift_train::objective::{HeadStats, sequence_pass, valid_rows};
-use tokenswift_train::trainer::{Trainer, base_hidden, train_device};
+use tokenswift_train::trainer::{Parallel, Trainer, base_hidden, train_device};
 use tokenswift_train::{Recipe, Schedule};
 
 fn tiny() -> Model {
@@ -39,6 +39,7 @@ fn recipe() -> Recipe {
         min_doc_tokens: 0,
         chunk_rows: 5,
         checkpoint_every: 2,
+        train_vocab: 0,
     }
 }
 
@@ -76,6 +77,7 @@ fn loss_uses_the_p_plus_2_plus_i_offsets() {
         h0.clone(),
         model.lm_head_weight(),
         seq,
+        None,
         4,
         1.0,
         None,
@@ -99,6 +101,7 @@ fn loss_uses_the_p_plus_2_plus_i_offsets() {
                 }
             }
             want.rows += 1;
+            want.loss_rows += 1;
         }
         assert_eq!(stats[i].rows, want.rows);
         assert_eq!(stats[i].top, want.top, "head {i}");
@@ -109,6 +112,68 @@ fn loss_uses_the_p_plus_2_plus_i_offsets() {
             want.loss()
         );
     }
+}
+
+/// With a training vocabulary, the softmax runs over its rows only: recomputed by hand, targets
+/// outside it leave the loss (the mean is over the rows inside) and count as misses.
+#[test]
+fn a_training_vocabulary_restricts_the_softmax_to_its_rows() {
+    use tokenswift_train::objective::Vocabulary;
+    let model = tiny();
+    let heads = DraftHeads::init_for(&model, 2, &Device::flex());
+    let seq = &sequences(1, 30, 8)[0];
+    // The 20 tokens 63, 60, 57, ...: some targets are outside.
+    let ranking: Vec<u32> = (0..20).map(|i| 63 - 3 * i).collect();
+    let vocab = Vocabulary::from_ranking(&ranking, 20, 64);
+    let rows = vocab.select_rows(model.lm_head_weight());
+    let mut cache = model.new_cache(seq.len());
+    let h0 = base_hidden(&model, seq, &mut cache).unwrap();
+    let stats = sequence_pass(
+        &heads,
+        h0.clone(),
+        &rows,
+        seq,
+        Some(&vocab.remap),
+        6,
+        1.0,
+        None,
+    );
+    let logits = heads.logits(h0, model.lm_head_weight());
+    let mut outside_seen = 0;
+    for (i, lg) in logits.into_iter().enumerate() {
+        let lg = values(lg);
+        let n = valid_rows(seq.len(), i);
+        let (mut loss, mut inside, mut top1) = (0.0f64, 0usize, 0u64);
+        for p in 0..n {
+            let full = &lg[p * 64..(p + 1) * 64];
+            let sub: Vec<f32> = ranking.iter().map(|&t| full[t as usize]).collect();
+            let t = seq[p + 2 + i];
+            let Some(r) = ranking.iter().position(|&x| x == t) else {
+                outside_seen += 1;
+                continue;
+            };
+            let m = sub.iter().cloned().fold(f32::MIN, f32::max);
+            let lse = m + sub.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
+            loss += (lse - sub[r]) as f64;
+            inside += 1;
+            if sub.iter().filter(|&&v| v > sub[r]).count() == 0 {
+                top1 += 1;
+            }
+        }
+        assert_eq!(
+            stats[i].rows, n as u64,
+            "every row is counted in the accuracy"
+        );
+        assert_eq!(stats[i].top[0], top1, "head {i}");
+        assert_eq!(stats[i].loss_rows, inside as u64, "head {i}");
+        let got = stats[i].loss_sum / inside as f64;
+        let want = loss / inside as f64;
+        assert!((got - want).abs() < 1e-4, "head {i}: {got} vs {want}");
+    }
+    assert!(
+        outside_seen > 0,
+        "the test must include targets outside the vocabulary"
+    );
 }
 
 /// The backward pass yields a gradient for every head parameter, the base's hidden states and
@@ -125,7 +190,7 @@ fn gradients_reach_the_heads_only() {
     let lm = model.lm_head_weight().clone().autodiff();
     assert!(!h0.is_tracked() && !lm.is_tracked());
     let mut acc = GradientsAccumulator::<DraftHeads>::new();
-    sequence_pass(&heads, h0, &lm, seq, 7, 1.0, Some(&mut acc));
+    sequence_pass(&heads, h0, &lm, seq, None, 7, 1.0, Some(&mut acc));
     let grads: GradientsParams = acc.grads();
     assert_eq!(grads.len(), 9, "3 heads × (linear, input norm, post norm)");
     for l in &heads.layers {
@@ -145,6 +210,7 @@ fn gradients_reach_the_heads_only() {
         sequences(4, 24, 5),
         dir.path(),
         false,
+        Parallel::single(&Device::flex()),
     )
     .unwrap();
     t.train_step().unwrap();
@@ -171,6 +237,7 @@ fn resume_continues_the_same_run() {
         data.clone(),
         straight_dir.path(),
         false,
+        Parallel::single(&Device::flex()),
     )
     .unwrap();
     for _ in 0..4 {
@@ -187,6 +254,7 @@ fn resume_continues_the_same_run() {
             data.clone(),
             dir.path(),
             false,
+            Parallel::single(&Device::flex()),
         )
         .unwrap();
         first.train_step().unwrap();
@@ -204,6 +272,7 @@ fn resume_continues_the_same_run() {
         data,
         dir.path(),
         true,
+        Parallel::single(&Device::flex()),
     )
     .unwrap();
     assert_eq!(resumed.step, 2);
@@ -247,6 +316,7 @@ fn resume_from_another_run_is_refused() {
         data.clone(),
         dir.path(),
         false,
+        Parallel::single(&Device::flex()),
     )
     .unwrap();
     t.train_step().unwrap();
@@ -261,6 +331,7 @@ fn resume_from_another_run_is_refused() {
         data.clone(),
         dir.path(),
         true,
+        Parallel::single(&Device::flex()),
     )
     .err()
     .unwrap()
@@ -276,6 +347,7 @@ fn resume_from_another_run_is_refused() {
         data.clone(),
         dir.path(),
         true,
+        Parallel::single(&Device::flex()),
     )
     .err()
     .unwrap()
@@ -290,6 +362,7 @@ fn resume_from_another_run_is_refused() {
         data.clone(),
         empty.path(),
         true,
+        Parallel::single(&Device::flex()),
     )
     .err()
     .unwrap()
@@ -308,6 +381,7 @@ fn resume_from_another_run_is_refused() {
             data.clone(),
             dir.path(),
             true,
+            Parallel::single(&Device::flex()),
         )
         .err()
         .unwrap()
@@ -336,6 +410,7 @@ fn unwritable_output_and_long_sequences_are_clear_errors() {
         sequences(2, 24, 1),
         &out,
         false,
+        Parallel::single(&Device::flex()),
     )
     .err()
     .unwrap()
@@ -352,9 +427,110 @@ fn unwritable_output_and_long_sequences_are_clear_errors() {
         sequences(2, 24, 1),
         dir.path(),
         false,
+        Parallel::single(&Device::flex()),
     )
     .err()
     .unwrap()
     .to_string();
     assert!(e.contains("exceeds the model's context of 256"), "{e}");
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u - v).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Data parallel through burn-train's multi-device step: two workers (both on the one flex
+/// device), each taking 2 of a step's 4 sequences, train the same heads as one worker taking all
+/// 4, up to the order of float additions. The negative controls show the comparison can fail:
+/// a worker's gradients dropped (one worker seeing only half of each step, batch 2) or another
+/// data order are far outside the tolerance.
+#[test]
+fn two_workers_train_the_heads_of_one_worker_with_the_whole_batch() {
+    let model = tiny();
+    let data = sequences(8, 24, 11);
+    let flex = Device::flex();
+    let run = |r: Recipe, parallel: Parallel| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Trainer::new(
+            &model,
+            "tiny",
+            "synthetic",
+            r,
+            data.clone(),
+            dir.path(),
+            false,
+            parallel,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            t.train_step().unwrap();
+        }
+        (head_values(&t.heads), t.history.clone())
+    };
+    let mut r = recipe();
+    r.batch = 2;
+    r.grad_accum = 2;
+    let (one, one_log) = run(r.clone(), Parallel::single(&flex));
+    let two_workers = Parallel {
+        devices: vec![flex.clone(), flex.clone()],
+        group: None,
+    };
+    let (two, two_log) = run(r.clone(), two_workers);
+    let d = max_diff(&one, &two);
+    assert!(d <= 1e-5, "two workers differ from one by {d}");
+    for (a, b) in one_log.iter().zip(&two_log) {
+        assert_eq!(a.accuracy, b.accuracy);
+        for (x, y) in a.loss.iter().zip(&b.loss) {
+            assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+        }
+    }
+    assert!(one_log[0].tokens_per_second > 0.0);
+
+    let mut half = r.clone();
+    half.batch = 1;
+    let (dropped, _) = run(half, Parallel::single(&flex));
+    let d = max_diff(&one, &dropped);
+    assert!(
+        d > 1e-3,
+        "half of each step's gradients changed the heads by only {d}"
+    );
+    let mut reseeded = r.clone();
+    reseeded.seed += 1;
+    let (other, _) = run(reseeded, Parallel::single(&flex));
+    let d = max_diff(&one, &other);
+    assert!(d > 1e-3, "another data order changed the heads by only {d}");
+}
+
+/// More workers than sequences per step is one sentence, not an idle worker.
+#[test]
+fn more_workers_than_sequences_is_refused() {
+    let model = tiny();
+    let flex = Device::flex();
+    let mut r = recipe();
+    r.batch = 1;
+    r.grad_accum = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let e = Trainer::new(
+        &model,
+        "tiny",
+        "synthetic",
+        r,
+        sequences(4, 24, 1),
+        dir.path(),
+        false,
+        Parallel {
+            devices: vec![flex.clone(), flex],
+            group: None,
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("2 data-parallel workers need at least 2 sequences"),
+        "{e}"
+    );
 }
