@@ -891,3 +891,107 @@ fn eos_accepted_mid_path_stops_a_sampled_run() {
     );
     assert_eq!(got, plain);
 }
+
+/// The partial KV cache on the device (the burn path a GPU runs) selects the same positions as the
+/// CPU fast path's host cache on the same inputs, and its batched gather (fill) and batched write
+/// of a step's recent tokens hold exactly what the one-copy-per-layer-head-slot reference
+/// (`copy_position`) writes. A negative control: the reference with the slot order reversed
+/// differs, so the comparison can fail.
+#[test]
+fn device_partial_cache_selects_and_writes_like_the_host_and_the_per_slot_reference() {
+    use tokenswift_infer::decoding::partial::{SINKS, select_positions};
+    use tokenswift_infer::decoding::partial_cache::{PartialKvCache, importance};
+    use tokenswift_infer::model::Outputs;
+    let budget = 40;
+    for name in ["llama-gqa-llama3", "qwen2-gqa-bias"] {
+        let run = |cpu_kernels: bool| {
+            let model = tiny(name, cpu_kernels);
+            let vocab = model.config().vocab_size;
+            let tokens = prompt(90, 5, vocab);
+            let mut full = model.new_cache(128);
+            let positions: Vec<usize> = (0..tokens.len()).collect();
+            model
+                .forward(
+                    &tokens,
+                    &positions,
+                    &AttentionMask::Causal,
+                    &mut full,
+                    LogitRows::None,
+                )
+                .unwrap();
+            let out = model
+                .forward_with(
+                    &[3],
+                    &[90],
+                    &AttentionMask::Causal,
+                    &mut full,
+                    Outputs {
+                        logits: LogitRows::None,
+                        last_queries: true,
+                    },
+                )
+                .unwrap();
+            let queries = out.last_queries.unwrap();
+            let mut partial = PartialKvCache::new(&model, budget);
+            partial.select(&model, &full, &queries).unwrap();
+            let chosen: Vec<Vec<usize>> = (0..model.config().num_layers)
+                .flat_map(|l| {
+                    (0..model.config().num_kv_heads)
+                        .map(move |h| (l, h))
+                        .collect::<Vec<_>>()
+                })
+                .map(|(l, h)| partial.positions(l, h).to_vec())
+                .collect();
+            // A step's recent tokens (positions 88..91) go in with one batched write.
+            assert!(partial.place_recent(&full, 88..91).unwrap());
+            (model, full, queries, partial, chosen)
+        };
+        let (_, _, _, _, host_chosen) = run(true);
+        let (model, full, queries, partial, dev_chosen) = run(false);
+        assert_eq!(
+            host_chosen, dev_chosen,
+            "{name}: device and host select differently"
+        );
+        assert!(host_chosen.iter().any(|p| p.len() == budget));
+
+        // The per-slot reference: every (layer, head, slot) copied on its own.
+        let scores = importance(&model, &full, &queries);
+        let mut reference = model.new_cache(budget + 1);
+        let mut reversed = model.new_cache(budget + 1);
+        for (layer, heads) in scores.iter().enumerate() {
+            for (h, s) in heads.iter().enumerate() {
+                let mut picked = select_positions(s, SINKS, budget);
+                // The step's recent tokens, as place_recent puts them: the last slots, newest lowest.
+                for (i, p) in (88..91).enumerate() {
+                    picked[budget - 1 - i] = p;
+                }
+                for (slot, &p) in picked.iter().enumerate() {
+                    reference.copy_position(&full, layer, h, p, slot).unwrap();
+                    reversed
+                        .copy_position(&full, layer, h, p, budget - 1 - slot)
+                        .unwrap();
+                }
+            }
+        }
+        reference.set_len(budget).unwrap();
+        reversed.set_len(budget).unwrap();
+        let mut got = partial.cache;
+        got.set_len(budget).unwrap();
+        let mut differs = false;
+        for layer in 0..model.config().num_layers {
+            for (a, b, c) in [
+                (got.keys(layer), reference.keys(layer), reversed.keys(layer)),
+                (
+                    got.values(layer),
+                    reference.values(layer),
+                    reversed.values(layer),
+                ),
+            ] {
+                let (a, b, c) = (to_host_f32(a), to_host_f32(b), to_host_f32(c));
+                assert_eq!(a, b, "{name}: layer {layer} differs from the per-slot copy");
+                differs |= a != c;
+            }
+        }
+        assert!(differs, "{name}: the negative control must differ");
+    }
+}

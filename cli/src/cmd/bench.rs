@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// device, in this run, with the ratio to the CPU fast path.
     #[arg(long)]
     pub compare_burn_ops: bool,
+    /// Also time a partial-KV-cache re-selection with this budget at each context (scores,
+    /// choice, gather) beside one forward pass, and the write of a step's 4 accepted tokens; with
+    /// `--kernels burn`, also the one-copy-per-layer-head-slot reference in the same run. 0 = skip.
+    #[arg(long, default_value_t = 0)]
+    pub partial_budget: usize,
 }
 
 /// Per context: per q, the median time and the median of the per-repetition ratios to q = 1.
@@ -193,6 +198,127 @@ fn draft_projection(model: &Model, ids: Option<&[u32]>, reps: usize) -> Result<D
     Ok(median(times))
 }
 
+/// Re-selection of the partial cache at each context, beside one forward pass of one token, and
+/// the write of a step's 4 accepted tokens; on the device also the per-slot reference (scores from
+/// the keys copied to the host, one copy per layer × head × slot: what the burn path did before).
+fn partial_table(model: &Model, args: &BenchArgs, ui: &Ui) -> Result<()> {
+    use tokenswift_infer::decoding::partial::{SINKS, select_positions};
+    use tokenswift_infer::decoding::partial_cache::{PartialKvCache, importance_from_host_keys};
+    use tokenswift_infer::model::Outputs;
+    let cfg = model.config();
+    let budget = args.partial_budget;
+    let device_path = !model.uses_cpu_kernels();
+    println!(
+        "\n## partial KV cache, budget {budget} ({} layers × {} KV heads; median of {} runs, ms)",
+        cfg.num_layers, cfg.num_kv_heads, args.reps
+    );
+    if device_path {
+        println!(
+            "| context | forward(1) | re-selection | / forward | per-slot reference | / forward | write 4 tokens | per-slot reference |\n|---|---|---|---|---|---|---|---|"
+        );
+    } else {
+        println!(
+            "| context | forward(1) | re-selection | / forward | write 4 tokens |\n|---|---|---|---|---|"
+        );
+    }
+    for &ctx in &args.contexts {
+        if ctx <= budget + 4 {
+            continue;
+        }
+        let mut full = model.new_cache(ctx + 1);
+        let pb = ui.spinner(format!("filling a {ctx}-token context"));
+        tokenswift_infer::model::prompt::prefill(
+            model,
+            &filler(ctx, cfg.vocab_size),
+            &mut full,
+            &mut |_| {},
+        )?;
+        pb.finish_and_clear();
+        let (mut fwd, mut sel, mut refsel, mut put, mut refput) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let mut partial = PartialKvCache::new(model, budget);
+        for rep in 0..args.reps + 1 {
+            let t = Instant::now();
+            let out = model.forward_with(
+                &[1],
+                &[ctx],
+                &AttentionMask::Causal,
+                &mut full,
+                Outputs {
+                    logits: LogitRows::None,
+                    last_queries: true,
+                },
+            )?;
+            let _ = to_host_f32(out.hidden);
+            let f = t.elapsed();
+            full.rollback_to(ctx)?;
+            let queries = out.last_queries.expect("queries were asked for");
+            let t = Instant::now();
+            partial.select(model, &full, &queries)?;
+            let s = t.elapsed();
+            let t = Instant::now();
+            partial.place_recent(&full, ctx - 4..ctx)?;
+            let p = t.elapsed();
+            let (mut rs, mut rp) = (Duration::ZERO, Duration::ZERO);
+            if device_path {
+                let t = Instant::now();
+                let scores = importance_from_host_keys(model, &full, &queries);
+                let mut reference = model.new_cache(budget + 1);
+                for (layer, heads) in scores.iter().enumerate() {
+                    for (h, sc) in heads.iter().enumerate() {
+                        for (slot, &pos) in select_positions(sc, SINKS, budget).iter().enumerate() {
+                            reference.copy_position(&full, layer, h, pos, slot)?;
+                        }
+                    }
+                }
+                let _ = to_host_f32(reference.keys(0));
+                rs = t.elapsed();
+                let t = Instant::now();
+                for layer in 0..cfg.num_layers {
+                    for h in 0..cfg.num_kv_heads {
+                        for (i, pos) in (ctx - 4..ctx).enumerate() {
+                            reference.copy_position(&full, layer, h, pos, budget - 1 - i)?;
+                        }
+                    }
+                }
+                let _ = to_host_f32(reference.keys(0));
+                rp = t.elapsed();
+            }
+            if rep == 0 {
+                continue; // warm-up
+            }
+            fwd.push(f);
+            sel.push(s);
+            put.push(p);
+            refsel.push(rs);
+            refput.push(rp);
+        }
+        let (f, s, p) = (median(fwd), median(sel), median(put));
+        if device_path {
+            let (rs, rp) = (median(refsel), median(refput));
+            println!(
+                "| {ctx} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                ms(f),
+                ms(s),
+                ms(s) / ms(f),
+                ms(rs),
+                ms(rs) / ms(f),
+                ms(p),
+                ms(rp)
+            );
+        } else {
+            println!(
+                "| {ctx} | {:.1} | {:.1} | {:.2} | {:.2} |",
+                ms(f),
+                ms(s),
+                ms(s) / ms(f),
+                ms(p)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -293,6 +419,10 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
         let ids: Vec<u32> = (0..n as u32).collect();
         let d = draft_projection(&model, Some(&ids), args.reps.max(5) * 4)?;
         println!("| {n} | {:.2} | {:.2} |", ms(d), ms(d) / ms(full));
+    }
+
+    if args.partial_budget > 0 {
+        partial_table(&model, &args, &ui)?;
     }
 
     if args.compare_burn_ops && model.uses_cpu_kernels() {

@@ -4,6 +4,14 @@
 //! accepted tokens overwrite the least important entries from the end; when the recent region
 //! reaches the sinks, the next full-cache draft pass re-selects over the whole history.
 //! Memory is O(budget) whatever the output length.
+//!
+//! On the device (the burn path a GPU runs) nothing of the cache comes to the host: the scores
+//! are a batched matmul per layer, and only they (`layers × kv_heads × len` floats, `1/head_dim`
+//! of the keys) are read back, in one transfer, to pick the positions; the picked keys and
+//! values are gathered in one op per layer and tensor, and the recent tokens of a step are
+//! written in one op per layer and tensor, whatever the number of heads and tokens.
+
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::model::Model;
@@ -22,6 +30,48 @@ pub struct PartialKvCache {
 /// Importance of every cached position for each layer and KV head: the dot product of the key
 /// with the last query, summed over the query heads that share the KV head.
 pub fn importance(model: &Model, full: &KvCache, queries: &[Vec<f32>]) -> Vec<Vec<Vec<f32>>> {
+    if full.is_host() {
+        importance_from_host_keys(model, full, queries)
+    } else {
+        importance_on_device(model, full, queries)
+    }
+}
+
+/// [`importance`] as device ops: per layer `keys [kv, len, hd] × queries [kv, hd, group]`, summed
+/// over the group; the scores of all layers are read back in one transfer.
+pub fn importance_on_device(
+    model: &Model,
+    full: &KvCache,
+    queries: &[Vec<f32>],
+) -> Vec<Vec<Vec<f32>>> {
+    let c = model.config();
+    let (nkv, hd, group) = (c.num_kv_heads, c.head_dim, c.group_size());
+    let len = full.len();
+    if len == 0 {
+        return vec![vec![Vec::new(); nkv]; queries.len()];
+    }
+    let device = model.device();
+    let per_layer: Vec<Tensor<3>> = queries
+        .iter()
+        .enumerate()
+        .map(|(layer, q)| {
+            let q = Tensor::<3>::from_data(TensorData::new(q.clone(), [nkv, group, hd]), device)
+                .swap_dims(1, 2);
+            full.keys(layer).cast(DType::F32).matmul(q).sum_dim(2)
+        })
+        .collect();
+    let all = crate::tensor::to_host_f32(Tensor::cat(per_layer, 0).reshape([-1i64, len as i64]));
+    all.chunks_exact(nkv * len)
+        .map(|layer| layer.chunks_exact(len).map(<[f32]>::to_vec).collect())
+        .collect()
+}
+
+/// [`importance`] from the keys on the host (the CPU fast path's cache lives there).
+pub fn importance_from_host_keys(
+    model: &Model,
+    full: &KvCache,
+    queries: &[Vec<f32>],
+) -> Vec<Vec<Vec<f32>>> {
     let c = model.config();
     let (nkv, hd, group) = (c.num_kv_heads, c.head_dim, c.group_size());
     let len = full.len();
@@ -89,24 +139,37 @@ impl PartialKvCache {
         Ok(())
     }
 
-    /// Writes the newly accepted position `pos` (already in `full`) over the least important
-    /// entry. Returns `false` when the recent region has reached the sinks: a re-selection is due
-    /// and the partial cache must not be drafted with until then.
-    pub fn place_recent(&mut self, full: &KvCache, pos: usize) -> Result<bool> {
-        if self.slots.is_empty() {
+    /// Writes the newly accepted positions `positions` (already in `full`, ascending) over the
+    /// least important entries, from the end of the budget backwards. Returns `false` when they
+    /// do not all fit before the sinks: a re-selection is due and the partial cache must not be
+    /// drafted with until then. Every layer and KV head moves its cursor alike, so one batched
+    /// write per layer and tensor places the whole step.
+    pub fn place_recent(
+        &mut self,
+        full: &KvCache,
+        positions: std::ops::Range<usize>,
+    ) -> Result<bool> {
+        let n = positions.len();
+        let room = self
+            .slots
+            .first()
+            .and_then(|l| l.first())
+            .map_or(0, PartialSlots::room);
+        if self.slots.is_empty() || n > room {
+            self.slots.clear();
             return Ok(false);
         }
-        for (layer, heads) in self.slots.iter_mut().enumerate() {
-            for (h, s) in heads.iter_mut().enumerate() {
-                match s.place_recent(pos) {
-                    Some(slot) => self.cache.copy_position(full, layer, h, pos, slot)?,
-                    None => {
-                        self.slots.clear();
-                        return Ok(false);
-                    }
+        let mut slot = 0;
+        for heads in &mut self.slots {
+            for s in heads.iter_mut() {
+                for p in positions.clone() {
+                    slot = s.place_recent(p).expect("room was checked");
                 }
             }
         }
+        // Position `start + i` sits in slot `slot + n - 1 - i`: written lowest slot first.
+        let from: Vec<usize> = positions.rev().collect();
+        self.cache.copy_positions(full, &from, slot)?;
         Ok(true)
     }
 

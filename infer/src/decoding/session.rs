@@ -910,11 +910,7 @@ impl<'a> Session<'a> {
         if let Some(partial) = &mut self.partial
             && partial.is_ready()
         {
-            for p in pos..self.full.len() {
-                if !partial.place_recent(&self.full, p)? {
-                    break;
-                }
-            }
+            partial.place_recent(&self.full, pos..self.full.len())?;
         }
         for source in &mut self.ngrams {
             source.catch_up(&self.history);

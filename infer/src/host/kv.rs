@@ -47,6 +47,10 @@ impl HostKv {
         self.kv_heads
     }
 
+    pub fn layers(&self) -> usize {
+        self.keys.len()
+    }
+
     pub fn head_dim(&self) -> usize {
         self.head_dim
     }

@@ -75,7 +75,8 @@ impl KvCache {
 
     /// Fills this cache from `src`: slot `s` of KV head `h` in `layer` receives `src`'s position
     /// `positions[layer][h][s]`; the length becomes the number of slots. Used to build the partial
-    /// cache from the full one.
+    /// cache from the full one. On the device: one gather and one write per layer and tensor,
+    /// batched over heads and slots (not one copy per layer × head × slot).
     pub fn fill_from(&mut self, src: &KvCache, positions: &[Vec<Vec<usize>>]) -> Result<()> {
         let n = positions
             .first()
@@ -87,14 +88,114 @@ impl KvCache {
                 self.capacity
             )));
         }
-        for (layer, heads) in positions.iter().enumerate() {
-            for (h, pos) in heads.iter().enumerate() {
-                for (slot, &p) in pos.iter().enumerate() {
-                    self.copy_position(src, layer, h, p, slot)?;
+        let bad = positions
+            .iter()
+            .flatten()
+            .any(|p| p.len() != n || p.iter().any(|&x| x >= src.len));
+        if bad {
+            return Err(InferError::Cache(format!(
+                "cannot fill {n} slots from positions outside the {} cached ones (or of unequal counts)",
+                src.len
+            )));
+        }
+        match (&mut self.store, &src.store) {
+            (
+                KvStore::Device { keys, values },
+                KvStore::Device {
+                    keys: sk,
+                    values: sv,
+                },
+            ) if n > 0 => {
+                for (layer, heads) in positions.iter().enumerate() {
+                    let h = heads.len();
+                    let d = sk[layer].as_ref().expect("cache slot present").dims()[2];
+                    let mut idx = Vec::with_capacity(h * n * d);
+                    for pos in heads {
+                        for &p in pos {
+                            idx.extend(std::iter::repeat_n(p as i64, d));
+                        }
+                    }
+                    let idx =
+                        Tensor::<3, Int>::from_data(TensorData::new(idx, [h, n, d]), &src.device);
+                    for (dst, s) in [
+                        (&mut keys[layer], &sk[layer]),
+                        (&mut values[layer], &sv[layer]),
+                    ] {
+                        let picked = s
+                            .as_ref()
+                            .expect("cache slot present")
+                            .clone()
+                            .gather(1, idx.clone());
+                        let t = dst.take().expect("cache slot present");
+                        *dst = Some(t.slice_assign([0..h, 0..n, 0..d], picked));
+                    }
+                }
+            }
+            _ => {
+                for (layer, heads) in positions.iter().enumerate() {
+                    for (h, pos) in heads.iter().enumerate() {
+                        for (slot, &p) in pos.iter().enumerate() {
+                            self.copy_position(src, layer, h, p, slot)?;
+                        }
+                    }
                 }
             }
         }
         self.len = n;
+        Ok(())
+    }
+
+    /// Writes `src`'s positions `from[i]` into slots `to + i`, for every layer and KV head. On the
+    /// device: one gather and one write per layer and tensor, however many positions and heads.
+    pub fn copy_positions(&mut self, src: &KvCache, from: &[usize], to: usize) -> Result<()> {
+        let n = from.len();
+        if from.iter().any(|&p| p >= src.len) || to + n > self.capacity {
+            return Err(InferError::Cache(format!(
+                "cannot copy positions {from:?} (of {}) into slots {to}..{} (of {})",
+                src.len,
+                to + n,
+                self.capacity
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        match (&mut self.store, &src.store) {
+            (KvStore::Host(dst), KvStore::Host(s)) => {
+                let hd = s.head_dim();
+                let (mut k, mut v) = (vec![0f32; hd], vec![0f32; hd]);
+                for layer in 0..s.layers() {
+                    for h in 0..s.kv_heads() {
+                        for (i, &p) in from.iter().enumerate() {
+                            s.read_kv(layer, h, p, &mut k, &mut v);
+                            dst.write_kv(layer, h, to + i, &k, &v);
+                        }
+                    }
+                }
+            }
+            (
+                KvStore::Device { keys, values },
+                KvStore::Device {
+                    keys: sk,
+                    values: sv,
+                },
+            ) => {
+                let idx: Vec<i64> = from.iter().map(|&p| p as i64).collect();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
+                for (dst, s) in keys.iter_mut().zip(sk).chain(values.iter_mut().zip(sv)) {
+                    let st = s.as_ref().expect("cache slot present");
+                    let [h, _, d] = st.dims();
+                    let picked = st.clone().select(1, idx.clone());
+                    let t = dst.take().expect("cache slot present");
+                    *dst = Some(t.slice_assign([0..h, to..to + n, 0..d], picked));
+                }
+            }
+            _ => {
+                return Err(InferError::Cache(
+                    "cannot copy between a host cache and a device cache".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
