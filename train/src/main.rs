@@ -172,9 +172,10 @@ struct Cli {
     /// Only measure held-out accuracy of untrained heads and of --eval-heads; no training.
     #[arg(long)]
     eval_only: bool,
-    /// Heads to evaluate with --eval-only (a heads file, or a base checkpoint with heads inside).
-    #[arg(long)]
-    eval_heads: Option<PathBuf>,
+    /// Heads to evaluate with --eval-only (a heads file, or a base checkpoint with heads inside);
+    /// several, comma-separated, are measured side by side in one run (e.g. old,new).
+    #[arg(long, value_delimiter = ',')]
+    eval_heads: Vec<PathBuf>,
     /// Acceptance under the serving sampler: after training (and with --eval-only, for
     /// --eval-heads), TokenSwift continues the first held-out sequence for this many tokens,
     /// greedy and with the paper's sampler, drafting from the heads alone (fixed tree 3,3,3,
@@ -906,11 +907,15 @@ fn eval_only(
         "untrained".to_string(),
         DraftHeads::init_for(model, 3, model.device()),
     )];
-    if let Some(p) = &cli.eval_heads {
+    for p in &cli.eval_heads {
         rows.push((p.display().to_string(), load_heads(p, model)?));
         if p.is_file() && manifest_path(p).exists() {
             let m = HeadsManifest::load(&manifest_path(p))?;
-            ui.note(&format!("heads trained on `{}`", m.base_model));
+            ui.note(&format!(
+                "{}: heads trained on `{}`",
+                p.display(),
+                m.base_model
+            ));
         }
     }
     println!("| heads | head | top-1 | top-2 | top-3 | CE |\n|---|---|---|---|---|---|");
@@ -922,23 +927,25 @@ fn eval_only(
         bar.finish_and_clear();
         print!("{}", stats_table(label, &stats));
     }
-    if let (Some(p), true) = (&cli.eval_heads, cli.accept_tokens > 0) {
-        let spinner = ui.spinner(format!(
-            "acceptance on {} held-out tokens (greedy, paper sampler)",
-            cli.accept_tokens
-        ));
-        let heads = &rows[1].1;
-        let (table, _) = acceptance(
-            model,
-            p,
-            heads,
-            &seqs[0],
-            cli.accept_tokens,
-            &p.display().to_string(),
-        )?;
-        spinner.finish_and_clear();
+    if cli.accept_tokens > 0 && !cli.eval_heads.is_empty() {
         println!("{ACCEPT_HEADER}");
-        print!("{table}");
+        for (p, (_, heads)) in cli.eval_heads.iter().zip(&rows[1..]) {
+            let spinner = ui.spinner(format!(
+                "acceptance of {} on {} held-out tokens (greedy, paper sampler)",
+                p.display(),
+                cli.accept_tokens
+            ));
+            let (table, _) = acceptance(
+                model,
+                p,
+                heads,
+                &seqs[0],
+                cli.accept_tokens,
+                &p.display().to_string(),
+            )?;
+            spinner.finish_and_clear();
+            print!("{table}");
+        }
     }
     Ok(())
 }

@@ -271,6 +271,7 @@ fn partial_table(model: &Model, args: &BenchArgs, ui: &Ui) -> Result<()> {
                         }
                     }
                 }
+                reference.set_len(budget)?;
                 let _ = to_host_f32(reference.keys(0));
                 rs = t.elapsed();
                 let t = Instant::now();

@@ -107,25 +107,27 @@ impl KvCache {
                 },
             ) if n > 0 => {
                 for (layer, heads) in positions.iter().enumerate() {
-                    let h = heads.len();
-                    let d = sk[layer].as_ref().expect("cache slot present").dims()[2];
-                    let mut idx = Vec::with_capacity(h * n * d);
-                    for pos in heads {
-                        for &p in pos {
-                            idx.extend(std::iter::repeat_n(p as i64, d));
-                        }
-                    }
+                    // Rows of the cache seen as `[kv_heads × capacity, head_dim]`: one `select`
+                    // of `kv_heads × n` whole rows (not an element-wise gather).
+                    let [h, src_cap, _] = sk[layer].as_ref().expect("cache slot present").dims();
+                    let idx: Vec<i64> = heads
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(hh, pos)| pos.iter().map(move |&p| (hh * src_cap + p) as i64))
+                        .collect();
                     let idx =
-                        Tensor::<3, Int>::from_data(TensorData::new(idx, [h, n, d]), &src.device);
+                        Tensor::<1, Int>::from_data(TensorData::new(idx, [h * n]), &src.device);
                     for (dst, s) in [
                         (&mut keys[layer], &sk[layer]),
                         (&mut values[layer], &sv[layer]),
                     ] {
-                        let picked = s
-                            .as_ref()
-                            .expect("cache slot present")
+                        let st = s.as_ref().expect("cache slot present");
+                        let d = st.dims()[2];
+                        let picked: Tensor<3> = st
                             .clone()
-                            .gather(1, idx.clone());
+                            .reshape([h * src_cap, d])
+                            .select(0, idx.clone())
+                            .reshape([h, n, d]);
                         let t = dst.take().expect("cache slot present");
                         *dst = Some(t.slice_assign([0..h, 0..n, 0..d], picked));
                     }
