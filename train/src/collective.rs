@@ -354,7 +354,7 @@ impl Group {
             for r in 1..self.world {
                 let s = self.links[r].as_mut().expect("rank 0 holds every link");
                 let theirs = read_frame(s, n).map_err(|e| io_err(&format!("rank {r} left"), e))?;
-                if theirs.len() != n || n % width != 0 {
+                if theirs.len() != n || !n.is_multiple_of(width) {
                     return Err(TrainError::Distributed(format!(
                         "distributed training: rank {r} sent {} bytes where {n} were expected (a different model or heads?)",
                         theirs.len()

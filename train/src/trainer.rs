@@ -170,6 +170,7 @@ pub fn train_device(model: &Model) -> Device {
 impl<'m> Trainer<'m> {
     /// A fresh run (untrained heads) or, with `resume`, the latest checkpoint in `out_dir` of the
     /// same run.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &'m Model,
         base_model: &str,
