@@ -282,38 +282,33 @@ impl Group {
 
     /// Replaces `buf` on every rank with the sum over ranks (added in rank order on rank 0).
     pub fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
-        let mut bytes = Vec::with_capacity(buf.len() * 4);
-        for v in buf.iter() {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        let out = self.reduce_bytes(bytes, 4, &|acc, add| {
-            for (a, b) in acc.chunks_exact_mut(4).zip(add.chunks_exact(4)) {
-                let s = f32::from_le_bytes(a[..4].try_into().unwrap())
-                    + f32::from_le_bytes(b.try_into().unwrap());
-                a.copy_from_slice(&s.to_le_bytes());
-            }
-        })?;
-        for (v, c) in buf.iter_mut().zip(out.chunks_exact(4)) {
-            *v = f32::from_le_bytes(c.try_into().unwrap());
-        }
-        Ok(())
+        self.all_reduce_sum(buf, f32::to_le_bytes, f32::from_le_bytes)
     }
 
     /// [`Group::all_reduce_sum_f32`] for `f64` (statistics: loss sums, counts).
     pub fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()> {
-        let mut bytes = Vec::with_capacity(buf.len() * 8);
-        for v in buf.iter() {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        let out = self.reduce_bytes(bytes, 8, &|acc, add| {
-            for (a, b) in acc.chunks_exact_mut(8).zip(add.chunks_exact(8)) {
-                let s = f64::from_le_bytes(a[..8].try_into().unwrap())
-                    + f64::from_le_bytes(b.try_into().unwrap());
-                a.copy_from_slice(&s.to_le_bytes());
+        self.all_reduce_sum(buf, f64::to_le_bytes, f64::from_le_bytes)
+    }
+
+    fn all_reduce_sum<T, const W: usize>(
+        &mut self,
+        buf: &mut [T],
+        to: fn(T) -> [u8; W],
+        from: fn([u8; W]) -> T,
+    ) -> Result<()>
+    where
+        T: Copy + std::ops::Add<Output = T>,
+    {
+        let read = |c: &[u8]| from(c.try_into().expect("chunks of the element width"));
+        let bytes: Vec<u8> = buf.iter().flat_map(|&v| to(v)).collect();
+        let out = self.reduce_bytes(bytes, W, &|acc, add| {
+            for (a, b) in acc.chunks_exact_mut(W).zip(add.chunks_exact(W)) {
+                let sum = read(a) + read(b);
+                a.copy_from_slice(&to(sum));
             }
         })?;
-        for (v, c) in buf.iter_mut().zip(out.chunks_exact(8)) {
-            *v = f64::from_le_bytes(c.try_into().unwrap());
+        for (v, c) in buf.iter_mut().zip(out.chunks_exact(W)) {
+            *v = read(c);
         }
         Ok(())
     }
