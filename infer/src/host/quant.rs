@@ -554,6 +554,219 @@ fn fused_task<const FMA: bool, const WIDE: bool, const F: u8>(
     }
 }
 
+/// The fused product on AVX2 + FMA, with intrinsics: tiles of up to [`avx2::ROWS`] rows by half a
+/// panel (8 outputs, one vector per row), so that a verify of up to 8 rows dequantises each weight
+/// once and a tile's accumulators, its scales and the dequantised weights stay in AVX2's 16
+/// registers. The values and their order are the portable tile's: each weight by the expression of
+/// [`crate::load::gguf::dequantize`] (a multiply, then an add: no fused multiply-add), each output
+/// accumulated over the depths in order with one fused multiply-add per depth from zero, so the
+/// products equal the f32 kernel's bit for bit.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{F_BF16, F_Q4_0, F_Q4_1, F_Q8_0, OutPtr, PANEL, QBLOCK, QuantMatrix};
+
+    /// Rows per tile: 8 accumulators + scales, weights and temporaries fit 16 registers.
+    pub(super) const ROWS: usize = 8;
+
+    /// Rows `row0..row0 + R` by `C` vectors of 8 outputs, the first being half `v0 % 2` of panel
+    /// `v0 / 2`, over the whole depth. `R·C` independent accumulators hide the FMA latency (each
+    /// output's sum is one serial chain, in depth order).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn tile<const R: usize, const C: usize, const F: u8>(
+        x: &[f32],
+        w: &QuantMatrix,
+        v0: usize,
+        row0: usize,
+        y: &OutPtr,
+    ) {
+        let (k, nb) = (w.k, w.k / QBLOCK);
+        let (sc, qb) = (w.format.scales(), w.format.quant_bytes());
+        let last_panel = (v0 + C - 1) / 2;
+        assert!(x.len() >= (row0 + R) * k, "input rows out of bounds");
+        assert!(
+            w.scales.len() >= (last_panel + 1) * nb * sc * PANEL
+                && w.quants.len() >= (last_panel + 1) * nb * qb * PANEL,
+            "panel out of bounds"
+        );
+        let xr: [*const f32; R] = std::array::from_fn(|r| x[(row0 + r) * k..].as_ptr());
+        // Per vector: its panel and its first column within the panel.
+        let pc: [(usize, usize); C] = std::array::from_fn(|c| ((v0 + c) / 2, 8 * ((v0 + c) % 2)));
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        // One depth: the C dequantised weight vectors times each row's input.
+        macro_rules! depth {
+            ($wv:expr, $depth:expr) => {{
+                let wv: [__m256; C] = $wv;
+                for r in 0..R {
+                    // SAFETY: row r holds k values and depth < k (asserted above).
+                    let xv = unsafe { _mm256_broadcast_ss(&*xr[r].add($depth)) };
+                    for c in 0..C {
+                        acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+                    }
+                }
+            }};
+        }
+        for b in 0..nb {
+            let k0 = b * QBLOCK;
+            let s: [usize; C] = std::array::from_fn(|c| (pc[c].0 * nb + b) * sc * PANEL + pc[c].1);
+            // Byte offsets of the vectors' first quant (one byte per value; two for bf16).
+            let q: [usize; C] = std::array::from_fn(|c| {
+                (pc[c].0 * nb + b) * qb * PANEL + pc[c].1 * if F == F_BF16 { 2 } else { 1 }
+            });
+            // SAFETY (all loads below): within the panels' scales and quants (asserted above).
+            let d: [__m256; C] = std::array::from_fn(|c| {
+                if F == F_BF16 {
+                    _mm256_setzero_ps()
+                } else {
+                    unsafe { _mm256_loadu_ps(w.scales.as_ptr().add(s[c])) }
+                }
+            });
+            if F == F_Q4_0 || F == F_Q4_1 {
+                let mn: [__m256; C] = std::array::from_fn(|c| {
+                    if F == F_Q4_1 {
+                        unsafe { _mm256_loadu_ps(w.scales.as_ptr().add(s[c] + PANEL)) }
+                    } else {
+                        _mm256_set1_ps(8.0)
+                    }
+                });
+                let low = _mm256_set1_epi32(0x0f);
+                // An opaque trip count keeps the loop rolled: unrolled 16 times, its schedule
+                // spills the accumulators.
+                for t in 0..std::hint::black_box(QBLOCK / 2) {
+                    let weights = |v: __m256i, c: usize, h: usize| {
+                        let n = if h == 0 {
+                            _mm256_and_si256(v, low)
+                        } else {
+                            _mm256_srli_epi32::<4>(v)
+                        };
+                        let f = _mm256_cvtepi32_ps(n);
+                        if F == F_Q4_1 {
+                            _mm256_add_ps(_mm256_mul_ps(d[c], f), mn[c])
+                        } else {
+                            _mm256_mul_ps(d[c], _mm256_sub_ps(f, mn[c]))
+                        }
+                    };
+                    let bytes = |c: usize| {
+                        _mm256_cvtepu8_epi32(unsafe {
+                            _mm_loadl_epi64(
+                                w.quants.as_ptr().add(q[c] + t * PANEL) as *const __m128i
+                            )
+                        })
+                    };
+                    // Both nibbles of a byte are used at once (depth 2t, then 2t + 1).
+                    let held: [__m256i; C] = std::array::from_fn(bytes);
+                    for h in 0..2 {
+                        depth!(
+                            std::array::from_fn(|c| weights(held[c], c, h)),
+                            k0 + 2 * t + h
+                        );
+                    }
+                }
+            } else if F == F_Q8_0 {
+                for i in 0..QBLOCK {
+                    let wv = std::array::from_fn(|c| {
+                        let bytes = unsafe {
+                            _mm_loadl_epi64(
+                                w.quants.as_ptr().add(q[c] + i * PANEL) as *const __m128i
+                            )
+                        };
+                        _mm256_mul_ps(d[c], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)))
+                    });
+                    depth!(wv, k0 + i);
+                }
+            } else {
+                for i in 0..QBLOCK {
+                    let wv = std::array::from_fn(|c| {
+                        let h = unsafe {
+                            _mm_loadu_si128(
+                                w.quants.as_ptr().add(q[c] + i * PANEL * 2) as *const __m128i
+                            )
+                        };
+                        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+                    });
+                    depth!(wv, k0 + i);
+                }
+            }
+        }
+        for c in 0..C {
+            let col0 = pc[c].0 * PANEL + pc[c].1;
+            let cols = 8.min(w.n.saturating_sub(col0));
+            for (r, a) in acc.iter().enumerate() {
+                // SAFETY: row0 + r < m and col0 + cols <= n; this task owns these columns.
+                unsafe {
+                    let dst = y.0.add((row0 + r) * w.n + col0);
+                    if cols == 8 {
+                        _mm256_storeu_ps(dst, a[c]);
+                    } else if cols > 0 {
+                        let mut tmp = [0f32; 8];
+                        _mm256_storeu_ps(tmp.as_mut_ptr(), a[c]);
+                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Panels `p0..p1` of all `m` rows, in balanced row tiles of at most [`ROWS`] rows, each over
+    /// as many 8-output vectors as keep about 8 accumulators in flight.
+    #[target_feature(enable = "avx2,fma")]
+    fn task_format<const F: u8>(
+        x: &[f32],
+        m: usize,
+        w: &QuantMatrix,
+        (p0, p1): (usize, usize),
+        y: &OutPtr,
+    ) {
+        let tile_rows = m.div_ceil(m.div_ceil(ROWS));
+        // Vectors of 8 outputs that hold any column of this task's panels.
+        let (v_first, v_end) = (2 * p0, (2 * p1).min(w.n.div_ceil(8)));
+        let mut row0 = 0;
+        while row0 < m {
+            let rows = tile_rows.min(m - row0);
+            let mut v = v_first;
+            macro_rules! run {
+                ($c:literal) => {{
+                    while v_end - v >= $c {
+                        match rows {
+                            1 => tile::<1, $c, F>(x, w, v, row0, y),
+                            2 => tile::<2, $c, F>(x, w, v, row0, y),
+                            3 => tile::<3, $c, F>(x, w, v, row0, y),
+                            4 => tile::<4, $c, F>(x, w, v, row0, y),
+                            5 => tile::<5, $c, F>(x, w, v, row0, y),
+                            6 => tile::<6, $c, F>(x, w, v, row0, y),
+                            7 => tile::<7, $c, F>(x, w, v, row0, y),
+                            8 => tile::<8, $c, F>(x, w, v, row0, y),
+                            _ => unreachable!("at most {ROWS} rows per tile"),
+                        }
+                        v += $c;
+                    }
+                }};
+            }
+            // Two vectors per row where the registers allow it (measured on AVX2, Q4_1 at 3
+            // and 4 rows and Q8_0 at 5 and 6 are the limits); one beyond.
+            let two = if F == F_Q4_0 || F == F_Q4_1 { 4 } else { 6 };
+            if rows <= two {
+                run!(2);
+            }
+            run!(1);
+            row0 += rows;
+        }
+    }
+
+    /// Panels `p0..p1` of an `m`-row product, fused.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn task(x: &[f32], m: usize, w: &QuantMatrix, panels: (usize, usize), y: &OutPtr) {
+        match w.format {
+            super::BlockFormat::Q8_0 => task_format::<F_Q8_0>(x, m, w, panels, y),
+            super::BlockFormat::Q4_0 => task_format::<F_Q4_0>(x, m, w, panels, y),
+            super::BlockFormat::Q4_1 => task_format::<F_Q4_1>(x, m, w, panels, y),
+            super::BlockFormat::Bf16 => task_format::<F_BF16>(x, m, w, panels, y),
+        }
+    }
+}
+
 thread_local! {
     /// Each pool thread's dequantised window (two panels), grown once and reused.
     static WINDOW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -624,6 +837,9 @@ fn qtask_avx2(
     y: &OutPtr,
     window: &mut Vec<f32>,
 ) {
+    if m <= FUSED_ROWS {
+        return avx2::task(x, m, w, r, y);
+    }
     qtask_body::<true, false>(x, m, w, r, y, window)
 }
 
