@@ -8,115 +8,17 @@
 //! minute): `cargo test --release -p tokenswift-infer --test memory -- --ignored --nocapture`.
 //! Linux only (it reads and resets the peak in /proc/self).
 
-use std::io::Write;
 use std::path::Path;
 
 use burn::tensor::{DType, Device};
 use tokenswift_infer::host::quant::BlockFormat;
+use tokenswift_infer::load::synthetic::LlamaShape;
 use tokenswift_infer::model::{AttentionMask, LoadOptions, LogitRows, Model, WeightsChoice};
 use tokenswift_infer::tensor::to_host_f32;
 
-const HIDDEN: usize = 2048;
-const LAYERS: usize = 16;
-const HEADS: usize = 16;
-const KV_HEADS: usize = 4;
-const HEAD_DIM: usize = 128;
-const FFN: usize = 8192;
-const VOCAB: usize = 32000;
-
-fn tensors() -> Vec<(String, Vec<usize>)> {
-    let mut t = vec![("model.embed_tokens.weight".to_string(), vec![VOCAB, HIDDEN])];
-    for l in 0..LAYERS {
-        let p = format!("model.layers.{l}");
-        for (n, shape) in [
-            ("self_attn.q_proj.weight", vec![HEADS * HEAD_DIM, HIDDEN]),
-            ("self_attn.k_proj.weight", vec![KV_HEADS * HEAD_DIM, HIDDEN]),
-            ("self_attn.v_proj.weight", vec![KV_HEADS * HEAD_DIM, HIDDEN]),
-            ("self_attn.o_proj.weight", vec![HIDDEN, HEADS * HEAD_DIM]),
-            ("mlp.gate_proj.weight", vec![FFN, HIDDEN]),
-            ("mlp.up_proj.weight", vec![FFN, HIDDEN]),
-            ("mlp.down_proj.weight", vec![HIDDEN, FFN]),
-            ("input_layernorm.weight", vec![HIDDEN]),
-            ("post_attention_layernorm.weight", vec![HIDDEN]),
-        ] {
-            t.push((format!("{p}.{n}"), shape));
-        }
-    }
-    t.push(("model.norm.weight".to_string(), vec![HIDDEN]));
-    t
-}
-
-/// Writes the checkpoint in streamed chunks (the writer never holds a tensor): bf16 values of
-/// magnitude 2⁻⁹…2⁻⁵ with random signs, norms at 1. Returns the number of parameters.
+/// Writes the 1B checkpoint (see [`LlamaShape::write_bf16`]). Returns the number of parameters.
 fn write_checkpoint(dir: &Path) -> usize {
-    let ts = tensors();
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape) in &ts {
-        let bytes = shape.iter().product::<usize>() * 2;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + bytes]}),
-        );
-        offset += bytes;
-    }
-    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let f = std::fs::File::create(dir.join("model.safetensors")).unwrap();
-    let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
-    w.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
-    w.write_all(&h).unwrap();
-    let mut state = 0x2545f4914f6cdd1du64;
-    let mut chunk = Vec::with_capacity(1 << 20);
-    let mut params = 0;
-    for (name, shape) in &ts {
-        let n: usize = shape.iter().product();
-        params += n;
-        let norm = name.ends_with("norm.weight");
-        let mut left = n;
-        while left > 0 {
-            let now = left.min(1 << 19);
-            chunk.clear();
-            for _ in 0..now {
-                let bits: u16 = if norm {
-                    0x3f80 // 1.0
-                } else {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let sign = ((state >> 63) as u16) << 15;
-                    let exp = 118 + ((state >> 40) % 5) as u16;
-                    sign | (exp << 7) | ((state >> 20) as u16 & 0x7f)
-                };
-                chunk.extend_from_slice(&bits.to_le_bytes());
-            }
-            w.write_all(&chunk).unwrap();
-            left -= now;
-        }
-    }
-    w.flush().unwrap();
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": HIDDEN,
-        "intermediate_size": FFN,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "head_dim": HEAD_DIM,
-        "vocab_size": VOCAB,
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": true,
-        "eos_token_id": 2,
-        "bos_token_id": 1,
-        "torch_dtype": "bfloat16",
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    params
+    LlamaShape::ONE_B.write_bf16(dir).unwrap()
 }
 
 fn status_kib(field: &str) -> usize {

@@ -6,5 +6,6 @@ pub mod gguf;
 pub mod hub;
 #[cfg(test)]
 mod quant_reference;
+pub mod synthetic;
 pub mod tokenizer;
 pub mod weights;
