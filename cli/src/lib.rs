@@ -322,8 +322,20 @@ impl TokenSwiftArgs {
 
     /// The heads, their draft vocabulary (`--draft-vocab`) and their corpus n-gram table
     /// (`--corpus-ngrams`).
+    /// With `--draft none` and no heads found (a model nobody trained heads for), no heads:
+    /// n-gram drafts only.
     pub fn draft(&self, model: &Model, model_dir: &Path) -> Result<Draft> {
-        let path = self.heads_path(model, model_dir)?;
+        let path = match self.heads_path(model, model_dir) {
+            Ok(path) => path,
+            Err(_) if matches!(self.draft, DraftArg::None) && self.heads.is_none() => {
+                return Ok(Draft {
+                    heads: DraftHeads::init_for(model, 0, model.device()),
+                    vocab: None,
+                    corpus_ngrams: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Draft {
             heads: load_heads(&path, model).context("cannot load the draft heads")?,
             vocab: draft_vocabulary(model, &path, self.draft_vocab)?,
