@@ -377,3 +377,37 @@ fn kernels_switch_between_the_host_kernels_and_burn_ops() {
     ]);
     assert_one_sentence_error(&out, &["--weights q8_0", "--kernels burn"]);
 }
+
+/// A model nobody trained heads for: `--draft none` decodes with n-gram drafts only (outputs equal
+/// to AR's), while any other `--draft` still asks for `--heads` in one sentence.
+#[test]
+fn draft_none_needs_no_heads() {
+    let dir = tiny_with_tokenizer();
+    let model = dir.path().display().to_string();
+    let args = |draft: &'static str| {
+        vec![
+            "generate".to_string(),
+            "--model".into(),
+            model.clone(),
+            "--prompt".into(),
+            "a b a b a".into(),
+            "--max-new-tokens".into(),
+            "12".into(),
+            "--temperature".into(),
+            "0".into(),
+            "--compare-ar".into(),
+            "--draft".into(),
+            draft.into(),
+        ]
+    };
+    let run = |draft| {
+        let a = args(draft);
+        tokenswift(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run("none");
+    let stdout =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("outputs identical"), "{stdout}");
+    assert_one_sentence_error(&run("auto"), &["--heads is needed"]);
+}

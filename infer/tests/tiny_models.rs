@@ -684,3 +684,41 @@ fn quantising_rows_that_are_not_whole_blocks_is_refused_in_one_sentence() {
         );
     }
 }
+
+/// A synthetic checkpoint (`load::synthetic`, what `scripts/gpu-check.sh` benchmarks at the 8B
+/// shape) loads and runs: finite logits over its whole vocabulary.
+#[test]
+fn a_synthetic_checkpoint_loads_and_runs() {
+    use tokenswift_infer::load::synthetic::LlamaShape;
+    let shape = LlamaShape {
+        hidden: 64,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 16,
+        ffn: 128,
+        vocab: 256,
+        tied: false,
+        max_positions: 512,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let params = shape.write_bf16(dir.path()).unwrap();
+    assert_eq!(
+        params,
+        2 * 256 * 64 + 2 * (64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 128 + 2 * 64) + 64
+    );
+    let model = Model::load(dir.path(), &Device::flex(), DType::F32).unwrap();
+    let mut cache = model.new_cache(8);
+    let out = model
+        .forward(
+            &[1, 7, 200],
+            &[0, 1, 2],
+            &AttentionMask::Causal,
+            &mut cache,
+            LogitRows::Last,
+        )
+        .unwrap();
+    let logits = to_host_f32(out.logits.unwrap());
+    assert_eq!(logits.len(), 256);
+    assert!(logits.iter().all(|v| v.is_finite()));
+}
