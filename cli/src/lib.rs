@@ -322,6 +322,7 @@ impl TokenSwiftArgs {
 
     /// The heads, their draft vocabulary (`--draft-vocab`) and their corpus n-gram table
     /// (`--corpus-ngrams`).
+    ///
     /// With `--draft none` and no heads found (a model nobody trained heads for), no heads:
     /// n-gram drafts only.
     pub fn draft(&self, model: &Model, model_dir: &Path) -> Result<Draft> {

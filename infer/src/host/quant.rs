@@ -483,16 +483,15 @@ fn fused_tile<const R: usize, const NP: usize, const FMA: bool, const F: u8>(
 
 /// Rows per fused register tile with AVX-512 (more spill the registers).
 const FUSED_TILE: usize = 12;
-/// Rows per fused register tile with 16 vector registers (AVX2, baseline).
+/// Rows per fused register tile without AVX-512 or AVX2 (the baseline; AVX2 has [`avx2`]).
 const NARROW_TILE: usize = 4;
 /// Up to this many rows the product runs fused (each weight dequantised in registers once per
 /// row tile); more rows (prefill) dequantise depth chunks into an L1 window once and reuse them.
 const FUSED_ROWS: usize = 36;
 
 /// Panels `p0..p1` of rows `row0..row0 + rows`, fused. With AVX-512's 32 registers
-/// (`WIDE`; `rows ≤ FUSED_TILE`): two panels per tile up to 6 rows, one beyond. With AVX2's 16
-/// (`rows ≤ NARROW_TILE`): one panel per tile, so the accumulators, the dequantised weights and
-/// the scales stay in registers.
+/// (`WIDE`; `rows ≤ FUSED_TILE`): two panels per tile up to 6 rows, one beyond. The baseline
+/// (`rows ≤ NARROW_TILE`): one panel per tile. (AVX2 + FMA runs [`avx2::task`] instead.)
 #[inline(always)]
 fn fused_rows<const FMA: bool, const WIDE: bool, const F: u8>(
     x: &[f32],
@@ -554,10 +553,10 @@ fn fused_task<const FMA: bool, const WIDE: bool, const F: u8>(
     }
 }
 
-/// The fused product on AVX2 + FMA, with intrinsics: tiles of up to [`avx2::ROWS`] rows by half a
-/// panel (8 outputs, one vector per row), so that a verify of up to 8 rows dequantises each weight
-/// once and a tile's accumulators, its scales and the dequantised weights stay in AVX2's 16
-/// registers. The values and their order are the portable tile's: each weight by the expression of
+/// The fused product on AVX2 + FMA, with intrinsics: tiles of up to [`avx2::ROWS`] rows by one or
+/// two vectors of 8 outputs (half panels), so that a verify of up to 8 rows dequantises each
+/// weight once and a tile's accumulators, its scales and the dequantised weights stay in AVX2's
+/// 16 registers. The values and their order are the portable tile's: each weight by the expression of
 /// [`crate::load::gguf::dequantize`] (a multiply, then an add: no fused multiply-add), each output
 /// accumulated over the depths in order with one fused multiply-add per depth from zero, so the
 /// products equal the f32 kernel's bit for bit.
