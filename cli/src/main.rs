@@ -31,10 +31,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let ui = tokenswift_cli::Ui { quiet: cli.quiet };
-    let result = match cli.command {
+    let result = tokenswift_infer::host::on_pool(|| match cli.command {
         Command::Generate(a) => cmd::generate::run(a, ui),
         Command::Fetch(a) => cmd::fetch::run(a, ui),
         Command::Bench(a) => cmd::bench::run(a, ui),
-    };
+    });
     tokenswift_cli::exit_code(result)
 }

@@ -67,7 +67,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let ui = Ui { quiet: cli.quiet };
-    let r = match cli.command {
+    let r = tokenswift_infer::host::on_pool(|| match cli.command {
         Command::Speedup(a) => speedup(a, &ui),
         Command::Distinct(a) => distinct(a, &ui),
         Command::Sweep(a) => sweep(a, &ui),
@@ -76,6 +76,6 @@ fn main() -> std::process::ExitCode {
         Command::Reports(a) => reports(a, &ui),
         Command::Ceiling(a) => ceiling(a, &ui),
         Command::Merge(a) => merge(a, &ui),
-    };
+    });
     tokenswift_cli::exit_code(r)
 }
