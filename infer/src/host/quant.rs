@@ -766,6 +766,216 @@ mod avx2 {
     }
 }
 
+/// The fused product on AVX-512, with intrinsics: tiles of up to [`avx512::ROWS`] rows by one to
+/// four whole panels (16 outputs, one vector per row and panel). The autovectorised portable tile
+/// assembles the nibbles through scalar byte moves on AVX-512 (`vpinsrb`, `movzwl`); here each
+/// panel's 16 quant bytes are one load and one widening. Values and order are the portable tile's,
+/// as in [`avx2`]: each weight by [`crate::load::gguf::dequantize`]'s expression (a multiply, then
+/// an add), each output accumulated over the depths in order with one fused multiply-add per depth
+/// from zero, so the products equal the f32 kernel's bit for bit.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{F_BF16, F_Q4_0, F_Q4_1, F_Q8_0, OutPtr, PANEL, QBLOCK, QuantMatrix};
+
+    /// Rows per tile: 16 accumulators (one panel) + scales, weights and temporaries fit 32
+    /// registers.
+    pub(super) const ROWS: usize = 16;
+
+    /// Rows `row0..row0 + R` by panels `p0..p0 + C`, over the whole depth. `R·C` independent
+    /// accumulators hide the FMA latency (each output's sum is one serial chain, in depth order).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    fn tile<const R: usize, const C: usize, const F: u8>(
+        x: &[f32],
+        w: &QuantMatrix,
+        p0: usize,
+        row0: usize,
+        y: &OutPtr,
+    ) {
+        let (k, nb) = (w.k, w.k / QBLOCK);
+        let (sc, qb) = (w.format.scales(), w.format.quant_bytes());
+        assert!(x.len() >= (row0 + R) * k, "input rows out of bounds");
+        assert!(
+            w.scales.len() >= (p0 + C) * nb * sc * PANEL
+                && w.quants.len() >= (p0 + C) * nb * qb * PANEL,
+            "panel out of bounds"
+        );
+        let xr: [*const f32; R] = std::array::from_fn(|r| x[(row0 + r) * k..].as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        // One depth: the C dequantised weight vectors times each row's input.
+        macro_rules! depth {
+            ($wv:expr, $depth:expr) => {{
+                let wv: [__m512; C] = $wv;
+                for r in 0..R {
+                    // SAFETY: row r holds k values and depth < k (asserted above).
+                    let xv = _mm512_set1_ps(unsafe { *xr[r].add($depth) });
+                    for c in 0..C {
+                        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+                    }
+                }
+            }};
+        }
+        for b in 0..nb {
+            let k0 = b * QBLOCK;
+            let blk: [usize; C] = std::array::from_fn(|c| (p0 + c) * nb + b);
+            let q: [usize; C] = std::array::from_fn(|c| blk[c] * qb * PANEL);
+            // SAFETY (all loads below): within the panels' scales and quants (asserted above).
+            let d: [__m512; C] = std::array::from_fn(|c| {
+                if F == F_BF16 {
+                    _mm512_setzero_ps()
+                } else {
+                    unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(blk[c] * sc * PANEL)) }
+                }
+            });
+            if F == F_Q4_0 || F == F_Q4_1 {
+                let mn: [__m512; C] = std::array::from_fn(|c| {
+                    if F == F_Q4_1 {
+                        unsafe {
+                            _mm512_loadu_ps(w.scales.as_ptr().add(blk[c] * sc * PANEL + PANEL))
+                        }
+                    } else {
+                        _mm512_set1_ps(8.0)
+                    }
+                });
+                let low = _mm512_set1_epi32(0x0f);
+                // An opaque trip count keeps the loop rolled (unrolled, its schedule spills the
+                // accumulators).
+                for t in 0..std::hint::black_box(QBLOCK / 2) {
+                    let weights = |v: __m512i, c: usize, h: usize| {
+                        let n = if h == 0 {
+                            _mm512_and_si512(v, low)
+                        } else {
+                            _mm512_srli_epi32::<4>(v)
+                        };
+                        let f = _mm512_cvtepi32_ps(n);
+                        if F == F_Q4_1 {
+                            _mm512_add_ps(_mm512_mul_ps(d[c], f), mn[c])
+                        } else {
+                            _mm512_mul_ps(d[c], _mm512_sub_ps(f, mn[c]))
+                        }
+                    };
+                    // Both nibbles of a byte are used at once (depth 2t, then 2t + 1).
+                    let held: [__m512i; C] = std::array::from_fn(|c| {
+                        _mm512_cvtepu8_epi32(unsafe {
+                            _mm_loadu_si128(
+                                w.quants.as_ptr().add(q[c] + t * PANEL) as *const __m128i
+                            )
+                        })
+                    });
+                    for h in 0..2 {
+                        depth!(
+                            std::array::from_fn(|c| weights(held[c], c, h)),
+                            k0 + 2 * t + h
+                        );
+                    }
+                }
+            } else if F == F_Q8_0 {
+                for i in 0..QBLOCK {
+                    let wv = std::array::from_fn(|c| {
+                        let bytes = unsafe {
+                            _mm_loadu_si128(
+                                w.quants.as_ptr().add(q[c] + i * PANEL) as *const __m128i
+                            )
+                        };
+                        _mm512_mul_ps(d[c], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)))
+                    });
+                    depth!(wv, k0 + i);
+                }
+            } else {
+                for i in 0..QBLOCK {
+                    let wv = std::array::from_fn(|c| {
+                        let h = unsafe {
+                            _mm256_loadu_si256(
+                                w.quants.as_ptr().add(q[c] + i * PANEL * 2) as *const __m256i
+                            )
+                        };
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                    });
+                    depth!(wv, k0 + i);
+                }
+            }
+        }
+        for c in 0..C {
+            let col0 = (p0 + c) * PANEL;
+            let cols = PANEL.min(w.n.saturating_sub(col0));
+            for (r, a) in acc.iter().enumerate() {
+                // SAFETY: row0 + r < m and col0 + cols <= n; this task owns these columns.
+                unsafe {
+                    let dst = y.0.add((row0 + r) * w.n + col0);
+                    if cols == PANEL {
+                        _mm512_storeu_ps(dst, a[c]);
+                    } else if cols > 0 {
+                        let mut tmp = [0f32; PANEL];
+                        _mm512_storeu_ps(tmp.as_mut_ptr(), a[c]);
+                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Panels `p0..p1` of all `m` rows, in balanced row tiles of at most [`ROWS`] rows, each over
+    /// as many panels as keep 4–16 accumulators in flight within the 32 registers.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn task_format<const F: u8>(
+        x: &[f32],
+        m: usize,
+        w: &QuantMatrix,
+        (p0, p1): (usize, usize),
+        y: &OutPtr,
+    ) {
+        let tile_rows = m.div_ceil(m.div_ceil(ROWS));
+        let mut row0 = 0;
+        while row0 < m {
+            let rows = tile_rows.min(m - row0);
+            let mut p = p0;
+            macro_rules! run {
+                ($c:literal, $($r:literal)*) => {{
+                    while p1 - p >= $c {
+                        match rows {
+                            $($r => tile::<$r, $c, F>(x, w, p, row0, y),)*
+                            _ => unreachable!("no {}-row tile over {} panels", rows, $c),
+                        }
+                        p += $c;
+                    }
+                }};
+            }
+            // Panels per tile by rows: accumulators, plus three registers per panel (scales,
+            // offsets, quant bytes), stay within 32.
+            let widest = match rows {
+                1..=3 => 4,
+                4 => 3,
+                5..=8 => 2,
+                _ => 1,
+            };
+            if widest >= 4 {
+                run!(4, 1 2 3);
+            }
+            if widest >= 3 {
+                run!(3, 1 2 3 4);
+            }
+            if widest >= 2 {
+                run!(2, 1 2 3 4 5 6 7 8);
+            }
+            run!(1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+            row0 += rows;
+        }
+    }
+
+    /// Panels `p0..p1` of an `m`-row product, fused.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) fn task(x: &[f32], m: usize, w: &QuantMatrix, panels: (usize, usize), y: &OutPtr) {
+        match w.format {
+            super::BlockFormat::Q8_0 => task_format::<F_Q8_0>(x, m, w, panels, y),
+            super::BlockFormat::Q4_0 => task_format::<F_Q4_0>(x, m, w, panels, y),
+            super::BlockFormat::Q4_1 => task_format::<F_Q4_1>(x, m, w, panels, y),
+            super::BlockFormat::Bf16 => task_format::<F_BF16>(x, m, w, panels, y),
+        }
+    }
+}
+
 thread_local! {
     /// Each pool thread's dequantised window (two panels), grown once and reused.
     static WINDOW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -823,6 +1033,11 @@ fn qtask_avx512(
     y: &OutPtr,
     window: &mut Vec<f32>,
 ) {
+    static PORTABLE: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var_os("TOKENSWIFT_PORTABLE_TILE").is_some());
+    if m <= FUSED_ROWS && !*PORTABLE {
+        return avx512::task(x, m, w, r, y);
+    }
     qtask_body::<true, true>(x, m, w, r, y, window)
 }
 

@@ -74,7 +74,17 @@ fn quantised_products_equal_the_dequantised_f32_product_bit_for_bit() {
         BlockFormat::Q8_0,
         BlockFormat::Bf16,
     ] {
-        for &(n, k) in &[(1, 32), (17, 64), (33, 160), (100, 576), (48, 1536)] {
+        // (600, 64) and (1000, 32): enough panels per task for AVX-512's three- and four-panel
+        // tiles (and a partial last panel).
+        for &(n, k) in &[
+            (1, 32),
+            (17, 64),
+            (33, 160),
+            (100, 576),
+            (48, 1536),
+            (600, 64),
+            (1000, 32),
+        ] {
             let rows: Vec<Vec<u8>> = (0..n).map(|_| random_row(format, k, &mut rng)).collect();
             let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
             let q = QuantMatrix::from_rows(format, &refs, k).unwrap();
@@ -84,7 +94,8 @@ fn quantised_products_equal_the_dequantised_f32_product_bit_for_bit() {
                 .collect();
             let packed = PackedMatrix::pack(&f, n, k);
             // Every row count of the AVX2 tiles (1–8 rows, one or two vectors per row, balanced
-            // splits up to 17), AVX-512's (≤ 12), the fused limit (36) and prefill.
+            // splits up to 17), AVX-512's (≤ 16 rows, one to four panels), the fused limit (36)
+            // and prefill.
             for m in (1..=17).chain([24, 36, 37, 40, 70]) {
                 let x: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
