@@ -63,14 +63,34 @@ fn load(name: &str) -> Model {
     Model::load(&golden_dir(name), &Device::flex(), DType::F32).unwrap()
 }
 
-/// Both execution paths: the CPU kernels (packed weights) and plain burn ops (the path GPUs take).
+/// The device of the burn-ops path: flex, or `TOKENSWIFT_TEST_DEVICE` (e.g. `vulkan:cpu`, Mesa's
+/// lavapipe, in a `--features vulkan` build), so that these tests run on a GPU API unchanged.
+fn burn_device() -> Device {
+    let Ok(name) = std::env::var("TOKENSWIFT_TEST_DEVICE") else {
+        return Device::flex();
+    };
+    let choice = tokenswift_infer::device::DeviceChoice::parse(&name)
+        .unwrap_or_else(|e| panic!("TOKENSWIFT_TEST_DEVICE: {e}"));
+    choice
+        .resolve()
+        .unwrap_or_else(|e| panic!("TOKENSWIFT_TEST_DEVICE: {e}"))
+        .0
+}
+
+/// Both execution paths: the CPU kernels (packed weights) and plain burn ops (the path GPUs take,
+/// on [`burn_device`]).
 fn both(name: &str) -> Vec<(&'static str, Model)> {
     ["cpu-kernels", "burn-ops"]
         .into_iter()
         .map(|path| {
+            let device = if path == "cpu-kernels" {
+                Device::flex()
+            } else {
+                burn_device()
+            };
             let m = Model::load_with(
                 &golden_dir(name),
-                &Device::flex(),
+                &device,
                 DType::F32,
                 tokenswift_infer::model::LoadOptions {
                     cpu_kernels: path == "cpu-kernels",
