@@ -196,14 +196,18 @@ pub fn distill(
     for (i, &(d, offset)) in origins.iter().enumerate().skip(samples.len()) {
         let prompt = &docs[d].tokens[offset..offset + settings.prompt_len];
         let sampler = settings.sampler(i);
-        let (out, _) = generate_ar(
-            model,
-            prompt,
-            settings.gen_len,
-            &sampler,
-            false,
-            &mut |_| Ok(()),
-        )?;
+        // On a pool worker, as the other binaries run their whole command (DESIGN §6.4); here only
+        // the generation, since training runs its own worker threads that block on each other.
+        let (out, _) = tokenswift_infer::host::on_pool(|| {
+            generate_ar(
+                model,
+                prompt,
+                settings.gen_len,
+                &sampler,
+                false,
+                &mut |_| Ok(()),
+            )
+        })?;
         generated += out.len();
         let mut tokens = prompt.to_vec();
         tokens.extend_from_slice(&out);

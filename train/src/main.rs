@@ -401,7 +401,7 @@ fn worker_devices(spec: &DevicesArg, base: &DeviceChoice, model: &Model) -> Resu
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tokenswift_cli::exit_code(tokenswift_infer::host::on_pool(|| run(cli)))
+    tokenswift_cli::exit_code(run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {

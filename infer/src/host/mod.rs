@@ -14,7 +14,8 @@ pub mod quant;
 /// finished; on 2 cores those context switches cost about a quarter of a decode step. Called from
 /// inside the pool, a product starts on the calling worker and is only shared with the others.
 /// The binaries run their commands through this; a library caller that decodes on the CPU should
-/// too.
+/// too. Not for code that blocks on other threads which themselves use the pool (training's worker
+/// threads): the blocked worker would be lost to them.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // Workers get the main thread's usual stack (a command may run deep recursions, such as the
     // tokenizer's), instead of the 2 MiB default of spawned threads. The global pool can only be
