@@ -57,7 +57,7 @@ fn main() {
         }
     };
     if in_pool {
-        rayon::scope(|_| body());
+        tokenswift_infer::host::on_pool(body);
     } else {
         body();
     }

@@ -1023,6 +1023,12 @@ fn qtask_body<const FMA: bool, const WIDE: bool>(
     }
 }
 
+/// `TOKENSWIFT_PORTABLE_TILE` set: fused products run the portable tile instead of the AVX-512 or
+/// AVX2 intrinsics (same values), for side-by-side timings of the two.
+#[cfg(target_arch = "x86_64")]
+static PORTABLE_TILE: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("TOKENSWIFT_PORTABLE_TILE").is_some());
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn qtask_avx512(
@@ -1033,9 +1039,7 @@ fn qtask_avx512(
     y: &OutPtr,
     window: &mut Vec<f32>,
 ) {
-    static PORTABLE: std::sync::LazyLock<bool> =
-        std::sync::LazyLock::new(|| std::env::var_os("TOKENSWIFT_PORTABLE_TILE").is_some());
-    if m <= FUSED_ROWS && !*PORTABLE {
+    if m <= FUSED_ROWS && !*PORTABLE_TILE {
         return avx512::task(x, m, w, r, y);
     }
     qtask_body::<true, true>(x, m, w, r, y, window)
@@ -1051,7 +1055,7 @@ fn qtask_avx2(
     y: &OutPtr,
     window: &mut Vec<f32>,
 ) {
-    if m <= FUSED_ROWS {
+    if m <= FUSED_ROWS && !*PORTABLE_TILE {
         return avx2::task(x, m, w, r, y);
     }
     qtask_body::<true, false>(x, m, w, r, y, window)
