@@ -25,3 +25,42 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         .build_global();
     rayon::scope(|_| f())
 }
+
+/// `TOKENSWIFT_SPIN=0`: forward passes leave the pool's idle workers asleep between products
+/// (for A/B runs of [`busy_pool`]).
+static SPIN: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("TOKENSWIFT_SPIN").as_deref() != Ok("0"));
+
+/// Runs `f` (one forward pass) with the pool's other workers kept busy looking for work
+/// (DESIGN §6.4).
+///
+/// rayon parks a worker after ~60 idle rounds and wakes it with a futex when the next job is
+/// pushed. A forward pass hands the pool ~300 short products with serial work (norms, RoPE,
+/// softmax of a few rows) between them, long enough for the other workers to fall asleep, so
+/// nearly every product paid a wake-up: on a 2-core VM 10–17 % of a decode step's samples were in
+/// `try_to_wake_up`. Here each other worker runs a job that steals and runs the pass's jobs
+/// ([`rayon::yield_now`]) until `f` returns — the polling that llama.cpp's thread pool does. One
+/// wake-up per pass remains (the spinners' start). Only from inside the pool (see [`on_pool`]);
+/// elsewhere `f` just runs.
+pub fn busy_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let others = rayon::current_num_threads().saturating_sub(1);
+    if others == 0 || rayon::current_thread_index().is_none() || !*SPIN {
+        return f();
+    }
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        for _ in 0..others {
+            s.spawn(|_| {
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let r = f();
+        done.store(true, Ordering::Release);
+        r
+    })
+}

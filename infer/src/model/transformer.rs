@@ -711,7 +711,9 @@ impl Model {
         let blocks = match &self.layers {
             Layers::Host(cpu) => {
                 let bias = bias_host.as_deref();
-                return Ok(self.forward_host(cpu, tokens, positions, bias, cache, outputs));
+                return Ok(crate::host::busy_pool(|| {
+                    self.forward_host(cpu, tokens, positions, bias, cache, outputs)
+                }));
             }
             Layers::Burn(blocks) => blocks,
         };
