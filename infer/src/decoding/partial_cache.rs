@@ -6,10 +6,11 @@
 //! Memory is O(budget) whatever the output length.
 //!
 //! On the device (the burn path a GPU runs) nothing of the cache comes to the host: the scores
-//! are a batched matmul per layer, and only they (`layers × kv_heads × len` floats, `1/head_dim`
-//! of the keys) are read back, in one transfer, to pick the positions; the picked keys and
-//! values are gathered in one op per layer and tensor, and the recent tokens of a step are
-//! written in one op per layer and tensor, whatever the number of heads and tokens.
+//! are one matmul batched over layers and heads, and only they (`layers × kv_heads × len`
+//! floats, `1/head_dim` of the keys) are read back, in one transfer, to pick the positions; the
+//! picked keys and values are gathered in one op per tensor, and the recent tokens of a step are
+//! written in one gather and one write per tensor, whatever the number of layers, heads and
+//! tokens (the cache is stacked over layers).
 
 use burn::tensor::{DType, Tensor, TensorData};
 
@@ -37,8 +38,9 @@ pub fn importance(model: &Model, full: &KvCache, queries: &[Vec<f32>]) -> Vec<Ve
     }
 }
 
-/// [`importance`] as device ops: per layer `keys [kv, len, hd] × queries [kv, hd, group]`, summed
-/// over the group; the scores of all layers are read back in one transfer.
+/// [`importance`] as device ops: one batched matmul over every layer, `keys [layers, kv, len,
+/// hd] × queries [layers, kv, hd, group]`, summed over the group; the scores come back in one
+/// transfer.
 pub fn importance_on_device(
     model: &Model,
     full: &KvCache,
@@ -47,20 +49,15 @@ pub fn importance_on_device(
     let c = model.config();
     let (nkv, hd, group) = (c.num_kv_heads, c.head_dim, c.group_size());
     let len = full.len();
-    if len == 0 {
+    let Some(keys) = full.device_keys().filter(|_| len > 0) else {
         return vec![vec![Vec::new(); nkv]; queries.len()];
-    }
-    let device = model.device();
-    let per_layer: Vec<Tensor<3>> = queries
-        .iter()
-        .enumerate()
-        .map(|(layer, q)| {
-            let q = Tensor::<3>::from_data(TensorData::new(q.clone(), [nkv, group, hd]), device)
-                .swap_dims(1, 2);
-            full.keys(layer).cast(DType::F32).matmul(q).sum_dim(2)
-        })
-        .collect();
-    let all = crate::tensor::to_host_f32(Tensor::cat(per_layer, 0).reshape([-1i64, len as i64]));
+    };
+    let layers = queries.len();
+    let q: Vec<f32> = queries.concat();
+    let q = Tensor::<4>::from_data(TensorData::new(q, [layers, nkv, group, hd]), model.device())
+        .swap_dims(2, 3);
+    let scores = keys.cast(DType::F32).matmul(q).sum_dim(3);
+    let all = crate::tensor::to_host_f32(scores.reshape([-1i64, len as i64]));
     all.chunks_exact(nkv * len)
         .map(|layer| layer.chunks_exact(len).map(<[f32]>::to_vec).collect())
         .collect()

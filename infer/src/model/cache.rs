@@ -11,11 +11,13 @@ use super::config::ModelConfig;
 
 /// Where the keys and values live.
 pub(crate) enum KvStore {
-    /// Device tensors `[kv_heads, capacity, head_dim]` per layer (an `Option` so each can be moved
-    /// out and updated in place while uniquely owned): the burn-ops path.
+    /// One device tensor each for keys and values, `[layers, kv_heads, capacity, head_dim]` (an
+    /// `Option` so it can be moved out and updated in place while uniquely owned): the burn-ops
+    /// path. Stacked over layers so that a step's cache updates (compaction, partial-cache writes
+    /// and gathers) are a fixed number of ops whatever the depth of the model (DESIGN §5).
     Device {
-        keys: Vec<Option<Tensor<3>>>,
-        values: Vec<Option<Tensor<3>>>,
+        keys: Option<Tensor<4>>,
+        values: Option<Tensor<4>>,
     },
     /// Host memory in the CPU kernel's panel layout: the CPU fast path.
     Host(Box<HostKv>),
@@ -43,11 +45,7 @@ impl KvCache {
         let store = if host {
             KvStore::Host(Box::new(HostKv::new(layers, h, d, capacity)))
         } else {
-            let make = || {
-                (0..layers)
-                    .map(|_| Some(Tensor::zeros([h, capacity, d], (device, dtype))))
-                    .collect()
-            };
+            let make = || Some(Tensor::zeros([layers, h, capacity, d], (device, dtype)));
             KvStore::Device {
                 keys: make(),
                 values: make(),
@@ -106,31 +104,31 @@ impl KvCache {
                     values: sv,
                 },
             ) if n > 0 => {
-                for (layer, heads) in positions.iter().enumerate() {
-                    // Rows of the cache seen as `[kv_heads × capacity, head_dim]`: one `select`
-                    // of `kv_heads × n` whole rows (not an element-wise gather).
-                    let [h, src_cap, _] = sk[layer].as_ref().expect("cache slot present").dims();
-                    let idx: Vec<i64> = heads
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(hh, pos)| pos.iter().map(move |&p| (hh * src_cap + p) as i64))
-                        .collect();
-                    let idx =
-                        Tensor::<1, Int>::from_data(TensorData::new(idx, [h * n]), &src.device);
-                    for (dst, s) in [
-                        (&mut keys[layer], &sk[layer]),
-                        (&mut values[layer], &sv[layer]),
-                    ] {
-                        let st = s.as_ref().expect("cache slot present");
-                        let d = st.dims()[2];
-                        let picked: Tensor<3> = st
-                            .clone()
-                            .reshape([h * src_cap, d])
-                            .select(0, idx.clone())
-                            .reshape([h, n, d]);
-                        let t = dst.take().expect("cache slot present");
-                        *dst = Some(t.slice_assign([0..h, 0..n, 0..d], picked));
-                    }
+                // Rows of the source seen as `[layers × kv_heads × capacity, head_dim]`: one
+                // `select` of `layers × kv_heads × n` whole rows and one write, per tensor.
+                let [layers, h, src_cap, d] = sk.as_ref().expect("cache slot present").dims();
+                let idx: Vec<i64> = positions
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(l, heads)| {
+                        heads.iter().enumerate().flat_map(move |(hh, pos)| {
+                            pos.iter()
+                                .map(move |&p| ((l * h + hh) * src_cap + p) as i64)
+                        })
+                    })
+                    .collect();
+                let rows = idx.len();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows]), &src.device);
+                for (dst, s) in [(keys, sk), (values, sv)] {
+                    let picked: Tensor<4> = s
+                        .as_ref()
+                        .expect("cache slot present")
+                        .clone()
+                        .reshape([layers * h * src_cap, d])
+                        .select(0, idx.clone())
+                        .reshape([layers, h, n, d]);
+                    let t = dst.take().expect("cache slot present");
+                    *dst = Some(t.slice_assign([0..layers, 0..h, 0..n, 0..d], picked));
                 }
             }
             _ => {
@@ -148,7 +146,7 @@ impl KvCache {
     }
 
     /// Writes `src`'s positions `from[i]` into slots `to + i`, for every layer and KV head. On the
-    /// device: one gather and one write per layer and tensor, however many positions and heads.
+    /// device: one gather and one write per tensor, however many positions, heads and layers.
     pub fn copy_positions(&mut self, src: &KvCache, from: &[usize], to: usize) -> Result<()> {
         let n = from.len();
         if from.iter().any(|&p| p >= src.len) || to + n > self.capacity {
@@ -184,12 +182,12 @@ impl KvCache {
             ) => {
                 let idx: Vec<i64> = from.iter().map(|&p| p as i64).collect();
                 let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
-                for (dst, s) in keys.iter_mut().zip(sk).chain(values.iter_mut().zip(sv)) {
+                for (dst, s) in [(keys, sk), (values, sv)] {
                     let st = s.as_ref().expect("cache slot present");
-                    let [h, _, d] = st.dims();
-                    let picked = st.clone().select(1, idx.clone());
+                    let [layers, h, _, d] = st.dims();
+                    let picked = st.clone().select(2, idx.clone());
                     let t = dst.take().expect("cache slot present");
-                    *dst = Some(t.slice_assign([0..h, to..to + n, 0..d], picked));
+                    *dst = Some(t.slice_assign([0..layers, 0..h, to..to + n, 0..d], picked));
                 }
             }
             _ => {
@@ -230,15 +228,15 @@ impl KvCache {
                     values: sv,
                 },
             ) => {
-                for (dst, s) in [
-                    (&mut keys[layer], &sk[layer]),
-                    (&mut values[layer], &sv[layer]),
-                ] {
+                for (dst, s) in [(keys, sk), (values, sv)] {
                     let st = s.as_ref().expect("cache slot present");
-                    let d = st.dims()[2];
-                    let piece = st.clone().slice([h..h + 1, from..from + 1, 0..d]);
+                    let d = st.dims()[3];
+                    let l = layer..layer + 1;
+                    let piece = st
+                        .clone()
+                        .slice([l.clone(), h..h + 1, from..from + 1, 0..d]);
                     let t = dst.take().expect("cache slot present");
-                    *dst = Some(t.slice_assign([h..h + 1, to..to + 1, 0..d], piece));
+                    *dst = Some(t.slice_assign([l, h..h + 1, to..to + 1, 0..d], piece));
                 }
             }
             _ => {
@@ -299,35 +297,34 @@ impl KvCache {
         Ok(())
     }
 
-    /// Writes `[kv_heads, q, head_dim]` keys and values at positions `len..len+q` of `layer` and
-    /// returns views of positions `0..len+q`. The length is advanced by [`KvCache::commit`].
+    /// Writes `[1, kv_heads, q, head_dim]` keys and values at positions `len..len+q` of `layer`
+    /// and returns views `[1, kv_heads, len+q, head_dim]` of positions `0..len+q` (strided views
+    /// of the stacked tensors: no copy). The length is advanced by [`KvCache::commit`].
     pub(crate) fn write_and_view(
         &mut self,
         layer: usize,
-        k: Tensor<3>,
-        v: Tensor<3>,
-    ) -> (Tensor<3>, Tensor<3>) {
+        k: Tensor<4>,
+        v: Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
         let KvStore::Device { keys, values } = &mut self.store else {
             panic!("a device cache was expected (checked by forward)");
         };
-        let [h, q, d] = k.dims();
-        let range = [0..h, self.len..self.len + q, 0..d];
-        let new_keys = keys[layer]
-            .take()
-            .expect("cache slot present")
-            .slice_assign(range.clone(), k);
-        let new_values = values[layer]
-            .take()
-            .expect("cache slot present")
-            .slice_assign(range, v);
+        let [_, h, q, d] = k.dims();
+        let l = layer..layer + 1;
+        let range = [l.clone(), 0..h, self.len..self.len + q, 0..d];
         let total = self.len + q;
-        let kv = (
-            new_keys.clone().narrow(1, 0, total),
-            new_values.clone().narrow(1, 0, total),
-        );
-        keys[layer] = Some(new_keys);
-        values[layer] = Some(new_values);
-        kv
+        let view = [l, 0..h, 0..total, 0..d];
+        let write = |slot: &mut Option<Tensor<4>>, new: Tensor<4>| {
+            // In place: the previous layer's views were dropped with its attention.
+            let t = slot
+                .take()
+                .expect("cache slot present")
+                .slice_assign(range.clone(), new);
+            let v = t.clone().slice(view.clone());
+            *slot = Some(t);
+            v
+        };
+        (write(keys, k), write(values, v))
     }
 
     /// Marks `q` positions written by the last forward pass as filled.
@@ -382,14 +379,14 @@ impl KvCache {
                 }
             }
             KvStore::Device { keys, values } => {
-                // One gather per layer and tensor, batched over heads.
+                // One gather and one write per tensor, batched over layers and heads.
                 let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
                 let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
-                for slot in keys.iter_mut().chain(values.iter_mut()) {
+                for slot in [keys, values] {
                     let t = slot.take().expect("cache slot present");
-                    let [h, _, d] = t.dims();
-                    let picked = t.clone().select(1, idx.clone());
-                    *slot = Some(t.slice_assign([0..h, start..start + n, 0..d], picked));
+                    let [layers, h, _, d] = t.dims();
+                    let picked = t.clone().select(2, idx.clone());
+                    *slot = Some(t.slice_assign([0..layers, 0..h, start..start + n, 0..d], picked));
                 }
             }
         }
@@ -405,15 +402,27 @@ impl KvCache {
                 Tensor::from_data(TensorData::new(data, shape), &self.device)
             }
             KvStore::Device { keys, values, .. } => {
-                let t = if pick_keys {
-                    &keys[layer]
-                } else {
-                    &values[layer]
-                };
-                t.as_ref()
-                    .expect("cache slot present")
-                    .clone()
+                let t = if pick_keys { keys } else { values };
+                let t = t.as_ref().expect("cache slot present");
+                // A whole layer is contiguous, so the reshape is a view; then the first `len`.
+                let [_, h, cap, d] = t.dims();
+                t.clone()
+                    .slice([layer..layer + 1, 0..h, 0..cap, 0..d])
+                    .reshape([h, cap, d])
                     .narrow(1, 0, self.len)
+            }
+        }
+    }
+
+    /// On the device, the keys of every layer at positions `0..len()`, `[layers, kv_heads, len,
+    /// head_dim]` (a view of the stacked tensor); `None` for a host cache.
+    pub fn device_keys(&self) -> Option<Tensor<4>> {
+        match &self.store {
+            KvStore::Host(_) => None,
+            KvStore::Device { keys, .. } => {
+                let t = keys.as_ref().expect("cache slot present");
+                let [layers, h, _, d] = t.dims();
+                Some(t.clone().slice([0..layers, 0..h, 0..self.len, 0..d]))
             }
         }
     }

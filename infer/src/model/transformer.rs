@@ -877,20 +877,21 @@ impl Model {
             let last = qh.clone().narrow(1, q - 1, 1);
             queries.push(crate::tensor::to_host_f32(last.reshape([1, nh * hd])));
         }
-        let (keys, values) = cache.write_and_view(layer, kh, vh);
-        let total = keys.dims()[1];
-        // Query heads h = kv * group + g share key/value head kv.
-        let qg = qh.reshape([nkv, group * q, hd]);
+        let (keys, values) = cache.write_and_view(layer, kh.unsqueeze(), vh.unsqueeze());
+        let total = keys.dims()[2];
+        // Query heads h = kv * group + g share key/value head kv. The cache views keep their
+        // leading layer axis (of size 1): reshaping a strided view could copy it.
+        let qg = qh.reshape([1, nkv, group * q, hd]);
         let scores = qg
-            .matmul(keys.swap_dims(1, 2))
+            .matmul(keys.swap_dims(2, 3))
             .mul_scalar(1.0 / (hd as f64).sqrt());
         let scores = match bias {
             Some(b) => (scores.reshape([nkv, group, q, total]) + b.clone().unsqueeze::<4>())
-                .reshape([nkv, group * q, total]),
+                .reshape([1, nkv, group * q, total]),
             None => scores,
         };
-        let probs = softmax(scores, 2);
-        let out = probs.matmul(values); // [nkv, group*q, hd]
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(values); // [1, nkv, group*q, hd]
         let out = out
             .reshape([nh, q, hd])
             .swap_dims(0, 1)
