@@ -392,6 +392,28 @@ impl Ui {
         pb
     }
 
+    /// [`Ui::bar`] that, when stderr is not a terminal (Slurm, nohup), still reports: its line
+    /// is written to stderr every `TOKENSWIFT_LOG_EVERY` seconds (60 by default; 0 turns it off),
+    /// first when it starts.
+    pub fn logged_bar(&self, len: u64, msg: &str) -> ProgressBar {
+        use std::io::IsTerminal;
+        let pb = self.bar(len, msg);
+        if !self.quiet && !std::io::stderr().is_terminal() {
+            let every = std::env::var("TOKENSWIFT_LOG_EVERY")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .unwrap_or(60.0);
+            if every > 0.0 {
+                pb.set_draw_target(ProgressDrawTarget::term_like_with_hz(
+                    Box::new(LineLog::new(std::time::Duration::from_secs_f64(every))),
+                    1,
+                ));
+            }
+        }
+        pb
+    }
+
     pub fn bar(&self, len: u64, msg: &str) -> ProgressBar {
         let pb = ProgressBar::with_draw_target(Some(len), self.target());
         pb.set_style(
@@ -401,6 +423,71 @@ impl Ui {
         );
         pb.set_message(msg.to_string());
         pb
+    }
+}
+
+/// A progress bar's draw target for a stderr that is not a terminal: each drawn frame is kept,
+/// and written as one plain line (elapsed time first) at most once per `every`.
+#[derive(Debug)]
+struct LineLog {
+    every: std::time::Duration,
+    started: std::time::Instant,
+    state: std::sync::Mutex<(String, Option<std::time::Instant>)>,
+}
+
+impl LineLog {
+    fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            started: std::time::Instant::now(),
+            state: std::sync::Mutex::new((String::new(), None)),
+        }
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut String)) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st.0);
+        Ok(())
+    }
+}
+
+impl indicatif::TermLike for LineLog {
+    fn width(&self) -> u16 {
+        200
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        self.edit(String::clear)
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.edit(|f| {
+            f.push_str(s);
+            f.push(' ');
+        })
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.edit(|f| f.push_str(s))
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.edit(String::clear)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let due = st.1.is_none_or(|t| t.elapsed() >= self.every);
+        let line = st.0.trim();
+        if due && !line.is_empty() {
+            eprintln!("[{}] {line}", clock(self.started.elapsed()));
+            st.1 = Some(std::time::Instant::now());
+        }
+        Ok(())
     }
 }
 

@@ -142,7 +142,7 @@ pub fn run_ar_quietly(
     ui: &Ui,
     tokenizer: Option<&TextTokenizer>,
 ) -> Result<(Vec<u32>, GenerationStats)> {
-    let bar = ui.bar(n as u64, "AR baseline");
+    let bar = ui.logged_bar(n as u64, "AR baseline");
     let mut stream = TextStream::new();
     let mut sink = std::io::sink();
     let r = generate_ar(model, ids, n, sampling, stop_at_eos, &mut |t| {
@@ -190,7 +190,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match args.method {
         Method::Ar => {
-            let bar = ui.bar(args.max_new_tokens as u64, "generating (AR)");
+            let bar = ui.logged_bar(args.max_new_tokens as u64, "generating (AR)");
             let mut stream = TextStream::new();
             let (_, stats) = generate_ar(
                 &model,
@@ -307,7 +307,7 @@ pub fn stream_tokenswift(
     ui: &Ui,
     out: &mut dyn Write,
 ) -> Result<(Vec<u32>, TokenSwiftStats)> {
-    let bar = ui.bar(n as u64, "generating (TokenSwift)");
+    let bar = ui.logged_bar(n as u64, "generating (TokenSwift)");
     let mut stream = TextStream::new();
     let t0 = std::time::Instant::now();
     let r = generate_tokenswift(model, heads, ids, n, sampling, cfg, &mut |step| {

@@ -207,7 +207,10 @@ impl Checkpoint {
         }
     }
 
-    /// Reads tensor `name` onto `device` as `dtype`.
+    /// Reads tensor `name` onto `device` as `dtype`. A 16-bit target is built straight from the
+    /// stored values (bf16 → bf16 and f16 → f16 as the bytes are; other pairs converted element by
+    /// element), with no f32 copy of the tensor on the host: a 7B bf16 checkpoint would otherwise
+    /// stage ~2 GB more per shard's worth of matrices on the way to a GPU.
     pub fn tensor<const D: usize>(
         &mut self,
         name: &str,
@@ -215,13 +218,47 @@ impl Checkpoint {
         device: &Device,
         dtype: DType,
     ) -> Result<Tensor<D>> {
-        let values = self.read_f32(name, &shape)?;
-        let t = Tensor::<D>::from_data(TensorData::new(values, shape), device);
-        Ok(if dtype == DType::F32 {
-            t
-        } else {
-            t.cast(dtype)
-        })
+        let data = match dtype {
+            DType::BF16 => TensorData::new(self.read_16::<half::bf16>(name, &shape)?, shape),
+            DType::F16 => TensorData::new(self.read_16::<half::f16>(name, &shape)?, shape),
+            _ => TensorData::new(self.read_f32(name, &shape)?, shape),
+        };
+        // The data's own dtype: `from_data` with only a device would convert it to the device's
+        // default float type on the host first.
+        let own = data.dtype();
+        let t = Tensor::<D>::from_data(data, (device, own));
+        Ok(if own == dtype { t } else { t.cast(dtype) })
+    }
+
+    /// Reads tensor `name` as 16-bit floats `T` (bf16 or f16) without an f32 copy: the stored
+    /// bytes when the checkpoint holds `T`, else each value converted.
+    fn read_16<T: Half>(&mut self, name: &str, expected: &[usize]) -> Result<Vec<T>> {
+        let view = self.view(name, expected)?;
+        let data = view.data();
+        let values = match view.dtype() {
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| T::from_bf16(half::bf16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| T::from_f16(half::f16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| T::from_f32(f32::from_le_bytes(b.try_into().unwrap())))
+                .collect(),
+            other => {
+                return Err(InferError::TensorDtype {
+                    dir: self.dir.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        self.release(name, data);
+        self.used.insert(name.to_string());
+        Ok(values)
     }
 
     /// Names never read, except those `ignore` accepts.
@@ -386,5 +423,96 @@ impl Blocks {
         let start = data.as_ptr() as usize - self.mmap.as_ptr() as usize;
         let data = &self.mmap[start..start + data.len()];
         Ok(Some((format, data.chunks_exact(row_bytes).collect())))
+    }
+}
+
+/// The two 16-bit float types a checkpoint is read into for the device ([`Checkpoint::tensor`]):
+/// the same type is taken bit for bit, the other converted (bf16 ↔ f16 through f32, exactly as
+/// the f32 route would round it).
+trait Half: burn::tensor::Element {
+    fn from_bf16(v: half::bf16) -> Self;
+    fn from_f16(v: half::f16) -> Self;
+    fn from_f32(v: f32) -> Self;
+}
+
+impl Half for half::bf16 {
+    fn from_bf16(v: half::bf16) -> Self {
+        v
+    }
+    fn from_f16(v: half::f16) -> Self {
+        half::bf16::from_f32(v.to_f32())
+    }
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+}
+
+impl Half for half::f16 {
+    fn from_bf16(v: half::bf16) -> Self {
+        half::f16::from_f32(v.to_f32())
+    }
+    fn from_f16(v: half::f16) -> Self {
+        v
+    }
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16-bit target is read straight from the stored values, with the same result as the f32
+    /// route (read as f32, cast on the device) for every stored dtype.
+    #[test]
+    fn sixteen_bit_tensors_load_without_f32_staging_and_equal_the_f32_route() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let values: Vec<f32> = (0..24)
+            .map(|i| (i as f32 - 11.5) * 0.37e-2 + 1e-7 * i as f32)
+            .collect();
+        let bf: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
+        let f16: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let f32b: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            ("b", safetensors::Dtype::BF16, &bf),
+            ("h", safetensors::Dtype::F16, &f16),
+            ("f", safetensors::Dtype::F32, &f32b),
+        ]
+        .into_iter()
+        .map(|(n, d, b)| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(d, vec![4, 6], b).unwrap(),
+            )
+        })
+        .collect::<Vec<_>>();
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        let device = Device::flex();
+        for target in [DType::BF16, DType::F16] {
+            for name in ["b", "h", "f"] {
+                let mut ckpt = Checkpoint::open_file(&path).unwrap();
+                let direct = ckpt.tensor::<2>(name, [4, 6], &device, target).unwrap();
+                assert_eq!(direct.dtype(), target);
+                let mut ckpt = Checkpoint::open_file(&path).unwrap();
+                let staged = Tensor::<2>::from_data(
+                    TensorData::new(ckpt.read_f32(name, &[4, 6]).unwrap(), [4, 6]),
+                    &device,
+                )
+                .cast(target);
+                assert_eq!(
+                    direct.into_data().as_bytes(),
+                    staged.into_data().as_bytes(),
+                    "{name} as {target:?}"
+                );
+            }
+        }
     }
 }

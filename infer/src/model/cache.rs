@@ -10,6 +10,8 @@ use crate::tensor::to_host_f32;
 use super::config::ModelConfig;
 
 /// Where the keys and values live.
+// One per cache, moved never: the device variant's inline tensors cost nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum KvStore {
     /// One device tensor each for keys and values, `[layers, kv_heads, capacity, head_dim]` (an
     /// `Option` so it can be moved out and updated in place while uniquely owned): the burn-ops
