@@ -148,32 +148,7 @@ impl Checkpoint {
 
     /// Reads tensor `name` as f32 values, checking its shape is `expected`.
     pub fn read_f32(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let view = self.view(name, expected)?;
-        let data = view.data();
-        let values = match view.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-            safetensors::Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            safetensors::Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(InferError::TensorDtype {
-                    dir: self.dir.clone(),
-                    name: name.to_string(),
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        self.release(name, data);
-        self.used.insert(name.to_string());
-        Ok(values)
+        self.read_as::<f32>(name, expected)
     }
 
     /// Tensor `name`'s raw little-endian bf16 bytes when the checkpoint stores it as bf16
@@ -219,8 +194,8 @@ impl Checkpoint {
         dtype: DType,
     ) -> Result<Tensor<D>> {
         let data = match dtype {
-            DType::BF16 => TensorData::new(self.read_16::<half::bf16>(name, &shape)?, shape),
-            DType::F16 => TensorData::new(self.read_16::<half::f16>(name, &shape)?, shape),
+            DType::BF16 => TensorData::new(self.read_as::<half::bf16>(name, &shape)?, shape),
+            DType::F16 => TensorData::new(self.read_as::<half::f16>(name, &shape)?, shape),
             _ => TensorData::new(self.read_f32(name, &shape)?, shape),
         };
         // The data's own dtype: `from_data` with only a device would convert it to the device's
@@ -230,9 +205,9 @@ impl Checkpoint {
         Ok(if own == dtype { t } else { t.cast(dtype) })
     }
 
-    /// Reads tensor `name` as 16-bit floats `T` (bf16 or f16) without an f32 copy: the stored
-    /// bytes when the checkpoint holds `T`, else each value converted.
-    fn read_16<T: Half>(&mut self, name: &str, expected: &[usize]) -> Result<Vec<T>> {
+    /// Reads tensor `name` as `T` (f32, bf16 or f16) without an intermediate copy: the stored
+    /// values when the checkpoint holds `T`, else each value converted.
+    fn read_as<T: Stored>(&mut self, name: &str, expected: &[usize]) -> Result<Vec<T>> {
         let view = self.view(name, expected)?;
         let data = view.data();
         let values = match view.dtype() {
@@ -426,16 +401,16 @@ impl Blocks {
     }
 }
 
-/// The two 16-bit float types a checkpoint is read into for the device ([`Checkpoint::tensor`]):
-/// the same type is taken bit for bit, the other converted (bf16 ↔ f16 through f32, exactly as
-/// the f32 route would round it).
-trait Half: burn::tensor::Element {
+/// The float types a checkpoint is read into ([`Checkpoint::read_f32`], and for the device
+/// [`Checkpoint::tensor`]): the same type is taken bit for bit, another converted (bf16 ↔ f16
+/// through f32, exactly as the f32 route would round it).
+trait Stored: burn::tensor::Element {
     fn from_bf16(v: half::bf16) -> Self;
     fn from_f16(v: half::f16) -> Self;
     fn from_f32(v: f32) -> Self;
 }
 
-impl Half for half::bf16 {
+impl Stored for half::bf16 {
     fn from_bf16(v: half::bf16) -> Self {
         v
     }
@@ -447,7 +422,40 @@ impl Half for half::bf16 {
     }
 }
 
-impl Half for half::f16 {
+impl Stored for half::f16 {
+    fn from_bf16(v: half::bf16) -> Self {
+        half::f16::from_f32(v.to_f32())
+    }
+    fn from_f16(v: half::f16) -> Self {
+        v
+    }
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+/// The float types a checkpoint is read into ([`Checkpoint::read_f32`], and for the device
+/// [`Checkpoint::tensor`]): the same type is taken bit for bit, another converted (bf16 ↔ f16
+/// through f32, exactly as the f32 route would round it).
+trait Stored: burn::tensor::Element {
+    fn from_bf16(v: half::bf16) -> Self;
+    fn from_f16(v: half::f16) -> Self;
+    fn from_f32(v: f32) -> Self;
+}
+
+impl Stored for half::bf16 {
+    fn from_bf16(v: half::bf16) -> Self {
+        v
+    }
+    fn from_f16(v: half::f16) -> Self {
+        half::bf16::from_f32(v.to_f32())
+    }
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+}
+
+impl Stored for half::f16 {
     fn from_bf16(v: half::bf16) -> Self {
         half::f16::from_f32(v.to_f32())
     }
@@ -514,5 +522,17 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+impl Stored for f32 {
+    fn from_bf16(v: half::bf16) -> Self {
+        v.to_f32()
+    }
+    fn from_f16(v: half::f16) -> Self {
+        v.to_f32()
+    }
+    fn from_f32(v: f32) -> Self {
+        v
     }
 }
