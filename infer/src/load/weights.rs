@@ -434,36 +434,15 @@ impl Stored for half::f16 {
     }
 }
 
-/// The float types a checkpoint is read into ([`Checkpoint::read_f32`], and for the device
-/// [`Checkpoint::tensor`]): the same type is taken bit for bit, another converted (bf16 ↔ f16
-/// through f32, exactly as the f32 route would round it).
-trait Stored: burn::tensor::Element {
-    fn from_bf16(v: half::bf16) -> Self;
-    fn from_f16(v: half::f16) -> Self;
-    fn from_f32(v: f32) -> Self;
-}
-
-impl Stored for half::bf16 {
+impl Stored for f32 {
     fn from_bf16(v: half::bf16) -> Self {
-        v
+        v.to_f32()
     }
     fn from_f16(v: half::f16) -> Self {
-        half::bf16::from_f32(v.to_f32())
+        v.to_f32()
     }
     fn from_f32(v: f32) -> Self {
-        half::bf16::from_f32(v)
-    }
-}
-
-impl Stored for half::f16 {
-    fn from_bf16(v: half::bf16) -> Self {
-        half::f16::from_f32(v.to_f32())
-    }
-    fn from_f16(v: half::f16) -> Self {
         v
-    }
-    fn from_f32(v: f32) -> Self {
-        half::f16::from_f32(v)
     }
 }
 
@@ -522,17 +501,5 @@ mod tests {
                 );
             }
         }
-    }
-}
-
-impl Stored for f32 {
-    fn from_bf16(v: half::bf16) -> Self {
-        v.to_f32()
-    }
-    fn from_f16(v: half::f16) -> Self {
-        v.to_f32()
-    }
-    fn from_f32(v: f32) -> Self {
-        v
     }
 }
