@@ -4,7 +4,8 @@
 #   scripts/gpu-check.sh [cuda|vulkan]     (default: vulkan)
 #
 # 1. builds the CLI with the backend's feature (skipped, with a note, when the backend's driver is
-#    absent: no `nvidia-smi` for cuda, no `vulkaninfo` device for vulkan);
+#    absent: no `nvidia-smi` for cuda, no `vulkaninfo` GPU for vulkan — a CPU driver such as
+#    lavapipe does not count); the backend build goes to target/BACKEND, beside the flex build;
 # 2. runs the lossless checks on the device: greedy TokenSwift == greedy AR (300 tokens, default
 #    model, `--compare-ar` prints "outputs identical"), and the flex burn-path tests
 #    (`--kernels burn` is the code the device runs);
@@ -25,7 +26,9 @@ log() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)" | tee -a "$OUT/log.t
 
 case "$BACKEND" in
   cuda) have_device() { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; } ;;
-  vulkan) have_device() { command -v vulkaninfo >/dev/null && vulkaninfo --summary 2>/dev/null | grep -q deviceName; } ;;
+  # A GPU, not a CPU driver: Mesa's lavapipe (PHYSICAL_DEVICE_TYPE_CPU) crashes compiling burn's
+  # kernels (README, Backends), and this script is the check for the day a GPU is lent.
+  vulkan) have_device() { command -v vulkaninfo >/dev/null && vulkaninfo --summary 2>/dev/null | grep deviceType | grep -qv PHYSICAL_DEVICE_TYPE_CPU; } ;;
   *) echo "gpu-check: the backend must be cuda or vulkan, not '$BACKEND'" >&2; exit 2 ;;
 esac
 
@@ -39,14 +42,16 @@ if have_device; then
   FEATURES=(--features "tokenswift-cli/$BACKEND")
   DEVICE="$BACKEND"
   log "building with $BACKEND"
-  cargo build --release -p tokenswift-cli "${FEATURES[@]}" 2>&1 | tail -3
+  BIN_DIR="target/$BACKEND"
+  CARGO_TARGET_DIR="$BIN_DIR" cargo build --release -p tokenswift-cli "${FEATURES[@]}" 2>&1 | tail -3
 else
   echo "gpu-check: no $BACKEND device found; skipping the $BACKEND build and running the same checks on flex with --kernels burn" | tee -a "$OUT/log.txt"
   FEATURES=()
   DEVICE=flex
+  BIN_DIR=target
   cargo build --release --workspace 2>&1 | tail -3
 fi
-TS=target/release/tokenswift
+TS="$BIN_DIR/release/tokenswift"
 KERNELS=()
 [ "$DEVICE" = flex ] && KERNELS=(--kernels burn)
 
