@@ -367,6 +367,9 @@ impl Draft {
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
     pub quiet: bool,
+    /// Seconds between the plain progress lines of [`Ui::logged_bar`] when stderr is not a
+    /// terminal (0: none).
+    pub log_every: f64,
 }
 
 impl Ui {
@@ -393,23 +396,17 @@ impl Ui {
     }
 
     /// [`Ui::bar`] that, when stderr is not a terminal (Slurm, nohup), still reports: its line
-    /// is written to stderr every `TOKENSWIFT_LOG_EVERY` seconds (60 by default; 0 turns it off),
-    /// first when it starts.
+    /// is written to stderr every `log_every` seconds, first when it starts.
     pub fn logged_bar(&self, len: u64, msg: &str) -> ProgressBar {
         use std::io::IsTerminal;
         let pb = self.bar(len, msg);
-        if !self.quiet && !std::io::stderr().is_terminal() {
-            let every = std::env::var("TOKENSWIFT_LOG_EVERY")
-                .ok()
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .unwrap_or(60.0);
-            if every > 0.0 {
-                pb.set_draw_target(ProgressDrawTarget::term_like_with_hz(
-                    Box::new(LineLog::new(std::time::Duration::from_secs_f64(every))),
-                    1,
-                ));
-            }
+        if !self.quiet && self.log_every > 0.0 && !std::io::stderr().is_terminal() {
+            pb.set_draw_target(ProgressDrawTarget::term_like_with_hz(
+                Box::new(LineLog::new(std::time::Duration::from_secs_f64(
+                    self.log_every,
+                ))),
+                1,
+            ));
         }
         pb
     }
@@ -488,6 +485,16 @@ impl indicatif::TermLike for LineLog {
             st.1 = Some(std::time::Instant::now());
         }
         Ok(())
+    }
+}
+
+/// `--log-every`: a number of seconds, 0 or more.
+pub fn parse_log_every(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v <= 1e9 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds (0 or more; 0: no progress lines)"
+        )),
     }
 }
 

@@ -30,7 +30,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let ui = tokenswift_cli::Ui { quiet: cli.quiet };
+    let ui = tokenswift_cli::Ui {
+        quiet: cli.quiet,
+        log_every: 0.0,
+    };
     let result = tokenswift_infer::host::on_pool(|| match cli.command {
         Command::Generate(a) => cmd::generate::run(a, ui),
         Command::Fetch(a) => cmd::fetch::run(a, ui),

@@ -411,3 +411,17 @@ fn draft_none_needs_no_heads() {
     assert!(stdout.contains("outputs identical"), "{stdout}");
     assert_one_sentence_error(&run("auto"), &["--heads is needed"]);
 }
+
+#[test]
+fn invalid_log_every_names_the_flag() {
+    for value in ["-1", "soon", "inf"] {
+        let flag = format!("--log-every={value}");
+        let out = tokenswift(&["generate", &flag, "--prompt", "x"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("--log-every") && stderr.contains(value),
+            "{value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

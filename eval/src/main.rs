@@ -66,7 +66,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let ui = Ui { quiet: cli.quiet };
+    let ui = Ui {
+        quiet: cli.quiet,
+        log_every: 0.0,
+    };
     let r = tokenswift_infer::host::on_pool(|| match cli.command {
         Command::Speedup(a) => speedup(a, &ui),
         Command::Distinct(a) => distinct(a, &ui),

@@ -63,7 +63,10 @@ fn settings(windows: &[usize]) -> Vec<Setting> {
 fn grid_writes_everything_and_a_rerun_skips_finished_cells() {
     let b = bench();
     let dir = tempfile::tempdir().unwrap();
-    let ui = Ui { quiet: true };
+    let ui = Ui {
+        quiet: true,
+        log_every: 0.0,
+    };
     // An "interrupted" sweep: only the first value ran.
     run_grid(
         &b,
@@ -129,7 +132,10 @@ fn rows_after(b: &Bench, settings: &[Setting], dir: &std::path::Path) -> usize {
         &[24],
         dir,
         "t",
-        &Ui { quiet: true },
+        &Ui {
+            quiet: true,
+            log_every: 0.0,
+        },
     )
     .unwrap();
     ResultsTable::new(dir).unwrap().read().unwrap().len()
@@ -236,7 +242,10 @@ fn cells(dir: &std::path::Path) -> Vec<(String, i64, [u64; 4], i64)> {
 
 #[test]
 fn two_shards_and_a_merge_equal_one_unsharded_run() {
-    let ui = Ui { quiet: true };
+    let ui = Ui {
+        quiet: true,
+        log_every: 0.0,
+    };
     let grid = settings(&[0, 8, 16]);
     let run = |b: &Bench, dir: &std::path::Path| {
         run_grid(b, "sweep", &grid, 24, &[12, 24], dir, "sharded sweep", &ui).unwrap()

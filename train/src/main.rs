@@ -405,7 +405,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let ui = Ui { quiet: cli.quiet };
+    let ui = Ui {
+        quiet: cli.quiet,
+        log_every: cli.log_every,
+    };
     let rendezvous = Rendezvous::from_parts(
         cli.nodes,
         cli.node_rank,

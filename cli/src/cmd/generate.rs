@@ -57,6 +57,11 @@ pub struct GenerateArgs {
     /// Show accepted draft tokens in colour on stdout.
     #[arg(long)]
     pub color: bool,
+    /// When stderr is not a terminal (Slurm, nohup), a plain progress line every this many
+    /// seconds (0: none).
+    #[arg(long, env = "TOKENSWIFT_LOG_EVERY", default_value_t = 60.0,
+          value_parser = tokenswift_cli::parse_log_every)]
+    pub log_every: f64,
     #[command(flatten)]
     pub tokenswift: TokenSwiftArgs,
     #[command(flatten)]
@@ -163,6 +168,10 @@ pub fn run_ar_quietly(
 }
 
 pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
+    let ui = Ui {
+        log_every: args.log_every,
+        ..ui
+    };
     let text = read_prompt(&args.prompt, &args.prompt_file)?;
     let text = if args.chat {
         chatml_prompt(&text)
@@ -227,7 +236,7 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                 // Untimed warm-up of both methods (thread pool, allocator, caches), so the timed
                 // runs that follow start from the same state.
                 let n = args.max_new_tokens.min(16);
-                let quiet = Ui { quiet: true };
+                let quiet = Ui { quiet: true, ..ui };
                 let mut sink = std::io::sink();
                 stream_tokenswift(
                     &model, heads, &tokenizer, &ids, n, &sampling, &cfg, false, &quiet, &mut sink,
