@@ -491,7 +491,7 @@ impl indicatif::TermLike for LineLog {
 /// `--log-every`: a number of seconds, 0 or more.
 pub fn parse_log_every(s: &str) -> std::result::Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v <= 1e9 => Ok(v),
+        Ok(v) if (0.0..=1e9).contains(&v) => Ok(v),
         _ => Err(format!(
             "`{s}` is not a number of seconds (0 or more; 0: no progress lines)"
         )),
