@@ -1,7 +1,8 @@
 //! Throughput of the packed skinny-matmul kernels over a whole model's worth of the default
 //! model's matrices (30 layers of q/k/v, o, gate/up, down, plus the tied lm_head), so the weights
 //! stream from memory as in decoding: f32, and GGUF blocks (Q4_1 layers and a Q8_0 lm_head, as the
-//! shipped file; Q8_0 throughout), side by side in one run.
+//! shipped file; the same multiplied by 8-bit inputs in integers, `--activations q8`; Q8_0
+//! throughout), side by side in one run.
 //! `cargo run --release -p tokenswift-infer --example kernel_bench`
 use std::time::Instant;
 use tokenswift_infer::host::kernels::PackedMatrix;
@@ -37,6 +38,11 @@ fn quant(format: BlockFormat, n: usize, k: usize, seed: u32) -> Weight {
     Weight::Quant(QuantMatrix::from_rows(format, &refs, k).expect("valid blocks"))
 }
 
+fn int8(mut w: Weight) -> Weight {
+    w.use_int8_products();
+    w
+}
+
 fn f32w(n: usize, k: usize) -> Weight {
     let w: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
     Weight::F32(PackedMatrix::pack(&w, n, k))
@@ -58,6 +64,7 @@ fn bytes(ws: &[Weight]) -> usize {
         .map(|w| match w {
             Weight::F32(_) => w.rows() * w.cols() * 4,
             Weight::Quant(q) => q.bytes(),
+            Weight::Int(q) => q.bytes(),
         })
         .sum()
 }
@@ -84,6 +91,15 @@ fn pass(ws: &[Weight], m: usize, reps: usize) -> f64 {
 }
 
 fn main() {
+    // IN_POOL=1: run on a rayon worker, as the binaries do (DESIGN §6.4).
+    if std::env::var("IN_POOL").as_deref() == Ok("1") {
+        tokenswift_infer::host::on_pool(bench);
+    } else {
+        bench();
+    }
+}
+
+fn bench() {
     let reps: usize = std::env::var("REPS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -98,6 +114,13 @@ fn main() {
             model(
                 &|n, k, s| quant(BlockFormat::Q4_1, n, k, s),
                 quant(BlockFormat::Q8_0, LM_HEAD.0, LM_HEAD.1, 999),
+            ),
+        ),
+        (
+            "q4_1+q8_0, int8",
+            model(
+                &|n, k, s| int8(quant(BlockFormat::Q4_1, n, k, s)),
+                int8(quant(BlockFormat::Q8_0, LM_HEAD.0, LM_HEAD.1, 999)),
             ),
         ),
         (

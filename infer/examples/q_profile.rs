@@ -21,7 +21,11 @@ fn main() {
         weights,
         ..Default::default()
     };
-    let model = Model::load_with(&dir, &Device::flex(), DType::F32, opts).unwrap();
+    let mut model = Model::load_with(&dir, &Device::flex(), DType::F32, opts).unwrap();
+    // ACTIVATIONS=q8: integer products (`--activations q8`).
+    if std::env::var("ACTIVATIONS").as_deref() == Ok("q8") {
+        model.use_int8_products().unwrap();
+    }
     let mut cache = model.new_cache(ctx + max_q);
     let toks: Vec<u32> = (0..ctx + max_q)
         .map(|i| ((i * 7919 + 13) % 49000) as u32)

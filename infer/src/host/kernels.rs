@@ -373,7 +373,19 @@ pub(super) fn par_panel_ranges(
     x_len: usize,
     y: &mut [f32],
     m: usize,
+    dims: (usize, usize),
+    task: impl Fn(usize, usize, &OutPtr) + Sync,
+) {
+    par_panel_ranges_aligned(x_len, y, m, dims, 2, task)
+}
+
+/// [`par_panel_ranges`] with each task's panel count a multiple of `align` (but the last).
+pub(super) fn par_panel_ranges_aligned(
+    x_len: usize,
+    y: &mut [f32],
+    m: usize,
     (n, k): (usize, usize),
+    align: usize,
     task: impl Fn(usize, usize, &OutPtr) + Sync,
 ) {
     assert_eq!(x_len, m * k, "input has {x_len} values, expected {m}×{k}");
@@ -385,7 +397,9 @@ pub(super) fn par_panel_ranges(
     );
     let panels = n.div_ceil(PANEL);
     let threads = rayon::current_num_threads().max(1);
-    let per_task = (panels.div_ceil(threads * 4)).next_multiple_of(2).max(2);
+    let per_task = (panels.div_ceil(threads * 4))
+        .next_multiple_of(align)
+        .max(align);
     let out = OutPtr(y.as_mut_ptr());
     let n_tasks = panels.div_ceil(per_task);
     (0..n_tasks).into_par_iter().for_each(|t| {

@@ -2,6 +2,7 @@
 //! memory, with one packed skinny-matmul kernel for every product and a host KV cache laid out for
 //! it. The burn-ops path ([`crate::model`]) stays for GPUs and is tested against this one.
 
+pub mod int8;
 pub mod kernels;
 pub mod kv;
 pub mod layer;

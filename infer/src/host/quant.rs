@@ -18,6 +18,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::int8::{IntMatrix, matmul_int};
 use super::kernels::{
     OutPtr, PANEL, PackedMatrix, Panels, copy_floats, matmul_packed, par_panel_ranges, task_body,
 };
@@ -267,6 +268,26 @@ impl QuantMatrix {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.scales.len() * 4 + self.quants.len()
+    }
+
+    /// The scales as laid out: `[panels][k/32][scales][PANEL]`.
+    pub(super) fn raw_scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// The integer quant of output `j` of panel `p` at depth `d` of block `b`: a Q4 nibble
+    /// (0..=15) or a Q8 value (−128..=127). Not for bf16 matrices.
+    pub(super) fn quant(&self, p: usize, b: usize, j: usize, d: usize) -> i32 {
+        let nb = self.k / QBLOCK;
+        let q = &self.quants[(p * nb + b) * self.format.quant_bytes() * PANEL..];
+        match self.format {
+            BlockFormat::Q8_0 => i32::from(q[d * PANEL + j] as i8),
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                let byte = q[(d / 2) * PANEL + j];
+                i32::from(if d % 2 == 0 { byte & 0x0f } else { byte >> 4 })
+            }
+            BlockFormat::Bf16 => unreachable!("bf16 has no integer quants"),
+        }
     }
 
     /// Panel `p` as f32 `[k][PANEL]` into `out`: per value the expression of
@@ -1094,6 +1115,8 @@ pub fn matmul_quant(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
 pub enum Weight {
     F32(PackedMatrix),
     Quant(QuantMatrix),
+    /// Blocks multiplied by 8-bit-quantised inputs in integers (`--activations q8`).
+    Int(IntMatrix),
 }
 
 impl Weight {
@@ -1101,6 +1124,7 @@ impl Weight {
         match self {
             Self::F32(w) => w.rows(),
             Self::Quant(w) => w.rows(),
+            Self::Int(w) => w.rows(),
         }
     }
 
@@ -1108,6 +1132,7 @@ impl Weight {
         match self {
             Self::F32(w) => w.cols(),
             Self::Quant(w) => w.cols(),
+            Self::Int(w) => w.cols(),
         }
     }
 
@@ -1116,6 +1141,7 @@ impl Weight {
         match self {
             Self::F32(w) => matmul_packed(x, m, w, y),
             Self::Quant(w) => matmul_quant(x, m, w, y),
+            Self::Int(w) => matmul_int(x, m, w, y),
         }
     }
 
@@ -1124,7 +1150,23 @@ impl Weight {
         match self {
             Self::F32(_) => "f32",
             Self::Quant(w) => w.format.name(),
+            Self::Int(w) => match w.format() {
+                BlockFormat::Q8_0 => "q8_0×q8",
+                BlockFormat::Q4_0 => "q4_0×q8",
+                _ => "q4_1×q8",
+            },
         }
+    }
+
+    /// Multiplies by 8-bit-quantised inputs in integers from now on, where this weight is held as
+    /// Q4_0, Q4_1 or Q8_0 blocks (returns whether it switched); f32 and bf16 matrices stay exact.
+    pub fn use_int8_products(&mut self) -> bool {
+        if let Self::Quant(q) = self
+            && let Some(i) = IntMatrix::from_quant(q)
+        {
+            *self = Self::Int(i);
+        }
+        matches!(self, Self::Int(_))
     }
 }
 

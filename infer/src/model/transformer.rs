@@ -505,6 +505,29 @@ impl Model {
         counts.iter().map(|(f, _)| *f).collect::<Vec<_>>().join("+")
     }
 
+    /// Switches the CPU fast path's block-quantised matrices (Q4_0, Q4_1, Q8_0) to integer
+    /// products with 8-bit-quantised inputs (`--activations q8`, DESIGN §6.5): faster, lossy
+    /// against the checkpoint's values, still batch-invariant (verify equals AR bit for bit).
+    /// Returns how many matrices switched (f32 and bf16 ones stay exact). An error on the burn
+    /// path, which has no such products.
+    pub fn use_int8_products(&mut self) -> Result<usize> {
+        let Layers::Host(host) = &mut self.layers else {
+            return Err(InferError::setting(
+                "activations",
+                "q8 applies to the CPU fast path (--kernels host on flex) only",
+            ));
+        };
+        let mut switched = 0;
+        let mut switch = |w: &mut Weight| switched += usize::from(w.use_int8_products());
+        for l in &mut host.layers {
+            for w in [&mut l.qkv, &mut l.o, &mut l.gate_up, &mut l.down] {
+                switch(w);
+            }
+        }
+        switch(&mut host.lm_head);
+        Ok(switched)
+    }
+
     /// Whether this model runs on the CPU fast path.
     pub fn uses_cpu_kernels(&self) -> bool {
         matches!(self.layers, Layers::Host(_))
