@@ -101,6 +101,22 @@ pub struct ModelArgs {
     /// testing the GPU path). Ignored on a GPU, which always runs burn ops.
     #[arg(long, env = "TOKENSWIFT_KERNELS", value_enum, default_value = "host")]
     pub kernels: KernelsArg,
+    /// Inputs of the CPU fast path's products with block-quantised matrices (the default
+    /// model's): `f32` multiplies them exactly, `q8` rounds each input row to 8 bits per block of
+    /// 32 and multiplies in integers (AVX-512 VNNI; as llama.cpp does), faster on wide verifies
+    /// but a slightly different model, so the text differs from `f32`'s. TokenSwift stays
+    /// lossless against AR in either mode.
+    #[arg(long, env = "TOKENSWIFT_ACTIVATIONS", value_enum, default_value = "f32")]
+    pub activations: ActivationsArg,
+}
+
+/// The inputs of the fast path's block-quantised products (`--activations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActivationsArg {
+    /// f32 inputs: exact products of the checkpoint's values.
+    F32,
+    /// 8-bit inputs per block of 32, integer products (lossy against `f32`).
+    Q8,
 }
 
 /// Which code computes the forward pass on the CPU.
@@ -125,16 +141,36 @@ impl ModelArgs {
                     .unwrap_or_default()
             );
         }
+        if self.kernels == KernelsArg::Burn && self.activations == ActivationsArg::Q8 {
+            bail!("--activations q8 applies to the host kernels only, not to --kernels burn");
+        }
         let dir = resolve_model(&self.model, &|m| ui.note(m))?;
         let (device, dtype) = self.device.choice().resolve()?;
         let spinner = ui.spinner(format!("loading {}", dir.display()));
-        let model = load_base_on(
+        let mut model = load_base_on(
             &dir,
             &device,
             dtype,
             self.weights.choice(),
             self.kernels == KernelsArg::Host,
         )?;
+        if self.activations == ActivationsArg::Q8 {
+            if !model.uses_cpu_kernels() {
+                bail!(
+                    "--activations q8 applies to the CPU fast path only; this model runs burn ops on {:?}",
+                    model.device()
+                );
+            }
+            if model.use_int8_products()? == 0 {
+                ui.note(
+                    "--activations q8: this model has no Q4_0/Q4_1/Q8_0 matrices (only those take integer products); nothing changes",
+                );
+            } else if !tokenswift_infer::host::int8::int8_is_fast() {
+                ui.note(
+                    "--activations q8: this CPU lacks AVX-512 VNNI; the integer products run a slow portable loop",
+                );
+            }
+        }
         let tokenizer = TextTokenizer::load(&dir)?;
         spinner.finish_and_clear();
         Ok((dir, model, tokenizer))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Parser, ValueEnum};
-use tokenswift_cli::{DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, clock, peak_rss_mib};
+use tokenswift_cli::{ActivationsArg, DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, clock, peak_rss_mib};
 use tokenswift_datasets::{
     CorpusSource, HeldOutSplit, TokenizedDocument, Windows, split_held_out, tokenize,
     training_windows,
@@ -441,6 +441,7 @@ fn run(cli: Cli) -> Result<()> {
         device: base_device,
         weights: cli.weights,
         kernels: KernelsArg::Host,
+        activations: ActivationsArg::F32,
     };
     let (_dir, model, tokenizer) = margs.load(&ui)?;
     let on_gpu = !model.uses_cpu_kernels() && !tokenswift_infer::model::is_flex(model.device());
