@@ -106,7 +106,12 @@ pub struct ModelArgs {
     /// 32 and multiplies in integers (AVX-512 VNNI; as llama.cpp does), faster on wide verifies
     /// but a slightly different model, so the text differs from `f32`'s. TokenSwift stays
     /// lossless against AR in either mode.
-    #[arg(long, env = "TOKENSWIFT_ACTIVATIONS", value_enum, default_value = "f32")]
+    #[arg(
+        long,
+        env = "TOKENSWIFT_ACTIVATIONS",
+        value_enum,
+        default_value = "f32"
+    )]
     pub activations: ActivationsArg,
 }
 

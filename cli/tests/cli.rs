@@ -376,6 +376,51 @@ fn kernels_switch_between_the_host_kernels_and_burn_ops() {
         "q8_0",
     ]);
     assert_one_sentence_error(&out, &["--weights q8_0", "--kernels burn"]);
+    let out = tokenswift(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "a",
+        "--kernels",
+        "burn",
+        "--activations",
+        "q8",
+    ]);
+    assert_one_sentence_error(&out, &["--activations q8", "--kernels burn"]);
+}
+
+/// `--activations q8` switches the block-quantised matrices to integer products (the first
+/// stderr line says so) and TokenSwift's greedy output still equals AR's.
+#[test]
+fn int8_activations_are_used_and_stay_lossless() {
+    let dir = tiny_with_tokenizer();
+    let model = dir.path().display().to_string();
+    let out = tokenswift(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "a b a b a b",
+        "--max-new-tokens",
+        "24",
+        "--temperature",
+        "0",
+        "--draft",
+        "none",
+        "--weights",
+        "q8_0",
+        "--activations",
+        "q8",
+        "--compare-ar",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("forward pass: host kernels, q8_0×q8"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("outputs identical"), "{stderr}");
 }
 
 /// A model nobody trained heads for: `--draft none` decodes with n-gram drafts only (outputs equal

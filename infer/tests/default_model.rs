@@ -242,9 +242,18 @@ fn int8_products_keep_the_models_perplexity() {
     .unwrap();
     let ids = tok.encode(&text).unwrap();
     let (a, b) = (perplexity(&exact, &ids), perplexity(&int8, &ids));
-    eprintln!("perplexity on {} tokens: exact {a:.4}, int8 {b:.4}", ids.len());
-    assert!(a.to_bits() != b.to_bits(), "integer products left the model unchanged");
-    assert!((b / a - 1.0).abs() < 0.02, "int8 perplexity {b} vs exact {a}");
+    eprintln!(
+        "perplexity on {} tokens: exact {a:.4}, int8 {b:.4}",
+        ids.len()
+    );
+    assert!(
+        a.to_bits() != b.to_bits(),
+        "integer products left the model unchanged"
+    );
+    assert!(
+        (b / a - 1.0).abs() < 0.02,
+        "int8 perplexity {b} vs exact {a}"
+    );
 }
 
 /// llama.cpp permutes Q/K rows at export; the converter undoes it. Re-applying the permutation

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Parser, ValueEnum};
-use tokenswift_cli::{ActivationsArg, DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, clock, peak_rss_mib};
+use tokenswift_cli::{
+    ActivationsArg, DeviceArg, KernelsArg, ModelArgs, Ui, WeightsArg, clock, peak_rss_mib,
+};
 use tokenswift_datasets::{
     CorpusSource, HeldOutSplit, TokenizedDocument, Windows, split_held_out, tokenize,
     training_windows,
