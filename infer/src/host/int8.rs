@@ -333,10 +333,10 @@ mod vnni {
                     _mm512_loadu_si512(base[c].add(gi * GROUP) as *const __m512i)
                 });
                 if F == F_Q8_0 {
-                    for r in 0..R {
+                    for (r, row) in sums.iter_mut().enumerate() {
                         let xv = x4(r, 4 * gi);
-                        for c in 0..C {
-                            sums[r][c] = _mm512_dpbusd_epi32(sums[r][c], v[c], xv);
+                        for (s, &vc) in row.iter_mut().zip(&v) {
+                            *s = _mm512_dpbusd_epi32(*s, vc, xv);
                         }
                     }
                 } else {
@@ -344,11 +344,11 @@ mod vnni {
                     let hi: [__m512i; C] = std::array::from_fn(|c| {
                         _mm512_and_si512(_mm512_srli_epi16::<4>(v[c]), low)
                     });
-                    for r in 0..R {
+                    for (r, row) in sums.iter_mut().enumerate() {
                         let (xl, xh) = (x4(r, 8 * gi), x4(r, 8 * gi + 4));
-                        for c in 0..C {
-                            sums[r][c] = _mm512_dpbusd_epi32(sums[r][c], lo[c], xl);
-                            sums[r][c] = _mm512_dpbusd_epi32(sums[r][c], hi[c], xh);
+                        for (c, s) in row.iter_mut().enumerate() {
+                            *s = _mm512_dpbusd_epi32(*s, lo[c], xl);
+                            *s = _mm512_dpbusd_epi32(*s, hi[c], xh);
                         }
                     }
                 }

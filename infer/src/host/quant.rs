@@ -284,7 +284,11 @@ impl QuantMatrix {
             BlockFormat::Q8_0 => i32::from(q[d * PANEL + j] as i8),
             BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
                 let byte = q[(d / 2) * PANEL + j];
-                i32::from(if d % 2 == 0 { byte & 0x0f } else { byte >> 4 })
+                i32::from(if d.is_multiple_of(2) {
+                    byte & 0x0f
+                } else {
+                    byte >> 4
+                })
             }
             BlockFormat::Bf16 => unreachable!("bf16 has no integer quants"),
         }
