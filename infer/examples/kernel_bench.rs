@@ -6,7 +6,8 @@
 //! `cargo run --release -p tokenswift-infer --example kernel_bench`
 use std::time::Instant;
 use tokenswift_infer::host::kernels::PackedMatrix;
-use tokenswift_infer::host::quant::{BlockFormat, QBLOCK, QuantMatrix, Weight};
+use tokenswift_infer::host::quant::{BlockFormat, QBLOCK, QuantMatrix};
+use tokenswift_infer::host::weight::Weight;
 
 /// (rows, cols) of one layer's matrices, as the fast path stacks them.
 const LAYER: [(usize, usize); 4] = [(960, 576), (576, 576), (3072, 576), (576, 1536)];

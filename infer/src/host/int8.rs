@@ -255,6 +255,7 @@ fn panel_portable(xq: &QuantisedRows, r: usize, w: &IntMatrix, p: usize, out: &m
 mod vnni {
     use std::arch::x86_64::*;
 
+    use super::super::kernels::store_tile_avx512;
     use super::{
         F_Q4_1, F_Q8_0, GROUP, IntMatrix, OutPtr, PANEL, QBLOCK, QuantisedRows, ROWS, groups,
         offset,
@@ -394,23 +395,8 @@ mod vnni {
                 }
             }
         }
-        for c in 0..C {
-            let col0 = (p0 + c) * PANEL;
-            let cols = PANEL.min(w.n.saturating_sub(col0));
-            for (r, a) in acc.iter().enumerate() {
-                // SAFETY: row0 + r < m and col0 + cols <= n; this task owns these columns.
-                unsafe {
-                    let dst = y.0.add((row0 + r) * w.n + col0);
-                    if cols == PANEL {
-                        _mm512_storeu_ps(dst, a[c]);
-                    } else if cols > 0 {
-                        let mut tmp = [0f32; PANEL];
-                        _mm512_storeu_ps(tmp.as_mut_ptr(), a[c]);
-                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
-                    }
-                }
-            }
-        }
+        // SAFETY: rows row0..row0 + R < m and these panels' columns belong to this task.
+        unsafe { store_tile_avx512(&acc, y, w.n, p0, row0) }
     }
 
     /// Panels `p0..p1` of all `m` rows: panel groups outside (a group's quants stay in L1 while

@@ -365,6 +365,42 @@ pub fn matmul_panels(x: &[f32], m: usize, w: &Panels, y: &mut [f32]) {
     });
 }
 
+/// Stores a tile of AVX-512 accumulators (`acc[r][c]`: row `row0 + r`, panel `p0 + c`) into the
+/// row-major `[m, n]` output, dropping the last panel's columns past `n`. Shared by the AVX-512
+/// tiles of the block kernels.
+///
+/// # Safety
+/// Rows `row0..row0 + R` are below `m`, and the calling task owns these panels' columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn store_tile_avx512<const R: usize, const C: usize>(
+    acc: &[[std::arch::x86_64::__m512; C]; R],
+    y: &OutPtr,
+    n: usize,
+    p0: usize,
+    row0: usize,
+) {
+    use std::arch::x86_64::_mm512_storeu_ps;
+    for c in 0..C {
+        let col0 = (p0 + c) * PANEL;
+        let cols = PANEL.min(n.saturating_sub(col0));
+        for (r, a) in acc.iter().enumerate() {
+            // SAFETY: the caller's contract; col0 + cols <= n.
+            unsafe {
+                let dst = y.0.add((row0 + r) * n + col0);
+                if cols == PANEL {
+                    _mm512_storeu_ps(dst, a[c]);
+                } else if cols > 0 {
+                    let mut tmp = [0f32; PANEL];
+                    _mm512_storeu_ps(tmp.as_mut_ptr(), a[c]);
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
+                }
+            }
+        }
+    }
+}
+
 /// Checks `x` (`x_len` values) and `y` against an `[m, k] · [n, k]ᵀ` product, then runs `task`
 /// on the rayon pool over ranges of output panels: enough tasks to balance the pool, each a
 /// whole number of panel pairs, each writing only its own columns of `y`. Shared by the f32 and

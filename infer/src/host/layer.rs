@@ -9,7 +9,7 @@
 
 use super::kernels::matmul_panels;
 use super::kv::HostKv;
-use super::quant::Weight;
+use super::weight::Weight;
 
 /// One decoder layer's weights, packed.
 pub struct CpuLayer {

@@ -7,6 +7,7 @@ pub mod kernels;
 pub mod kv;
 pub mod layer;
 pub mod quant;
+pub mod weight;
 
 /// Runs `f` on a worker of rayon's global pool and returns its result (DESIGN §6.4).
 ///

@@ -18,10 +18,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::int8::{IntMatrix, matmul_int};
-use super::kernels::{
-    OutPtr, PANEL, PackedMatrix, Panels, copy_floats, matmul_packed, par_panel_ranges, task_body,
-};
+use super::kernels::{OutPtr, PANEL, Panels, copy_floats, par_panel_ranges, task_body};
 
 /// Values per quantisation block.
 pub const QBLOCK: usize = 32;
@@ -802,6 +799,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::super::kernels::store_tile_avx512;
     use super::{F_BF16, F_Q4_0, F_Q4_1, F_Q8_0, OutPtr, PANEL, QBLOCK, QuantMatrix};
 
     /// Rows per tile: 16 accumulators (one panel) + scales, weights and temporaries fit 32
@@ -922,23 +920,8 @@ mod avx512 {
                 }
             }
         }
-        for c in 0..C {
-            let col0 = (p0 + c) * PANEL;
-            let cols = PANEL.min(w.n.saturating_sub(col0));
-            for (r, a) in acc.iter().enumerate() {
-                // SAFETY: row0 + r < m and col0 + cols <= n; this task owns these columns.
-                unsafe {
-                    let dst = y.0.add((row0 + r) * w.n + col0);
-                    if cols == PANEL {
-                        _mm512_storeu_ps(dst, a[c]);
-                    } else if cols > 0 {
-                        let mut tmp = [0f32; PANEL];
-                        _mm512_storeu_ps(tmp.as_mut_ptr(), a[c]);
-                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
-                    }
-                }
-            }
-        }
+        // SAFETY: rows row0..row0 + R < m and these panels' columns belong to this task.
+        unsafe { store_tile_avx512(&acc, y, w.n, p0, row0) }
     }
 
     /// Panels `p0..p1` of all `m` rows, in balanced row tiles of at most [`ROWS`] rows, each over
@@ -1112,66 +1095,6 @@ pub fn matmul_quant(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32]) {
     par_panel_ranges(x.len(), y, m, (w.n, w.k), |p0, p1, out| {
         qtask(x, m, w, (p0, p1), out)
     });
-}
-
-/// A weight matrix as the CPU fast path holds it: packed f32, or GGUF blocks.
-#[derive(Debug, Clone)]
-pub enum Weight {
-    F32(PackedMatrix),
-    Quant(QuantMatrix),
-    /// Blocks multiplied by 8-bit-quantised inputs in integers (`--activations q8`).
-    Int(IntMatrix),
-}
-
-impl Weight {
-    pub fn rows(&self) -> usize {
-        match self {
-            Self::F32(w) => w.rows(),
-            Self::Quant(w) => w.rows(),
-            Self::Int(w) => w.rows(),
-        }
-    }
-
-    pub fn cols(&self) -> usize {
-        match self {
-            Self::F32(w) => w.cols(),
-            Self::Quant(w) => w.cols(),
-            Self::Int(w) => w.cols(),
-        }
-    }
-
-    /// `Y[m, n] = X[m, k] · Wᵀ`.
-    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        match self {
-            Self::F32(w) => matmul_packed(x, m, w, y),
-            Self::Quant(w) => matmul_quant(x, m, w, y),
-            Self::Int(w) => matmul_int(x, m, w, y),
-        }
-    }
-
-    /// `f32`, `q4_1`, …
-    pub fn format_name(&self) -> &'static str {
-        match self {
-            Self::F32(_) => "f32",
-            Self::Quant(w) => w.format.name(),
-            Self::Int(w) => match w.format() {
-                BlockFormat::Q8_0 => "q8_0×q8",
-                BlockFormat::Q4_0 => "q4_0×q8",
-                _ => "q4_1×q8",
-            },
-        }
-    }
-
-    /// Multiplies by 8-bit-quantised inputs in integers from now on, where this weight is held as
-    /// Q4_0, Q4_1 or Q8_0 blocks (returns whether it switched); f32 and bf16 matrices stay exact.
-    pub fn use_int8_products(&mut self) -> bool {
-        if let Self::Quant(q) = self
-            && let Some(i) = IntMatrix::from_quant(q)
-        {
-            *self = Self::Int(i);
-        }
-        matches!(self, Self::Int(_))
-    }
 }
 
 #[cfg(test)]
