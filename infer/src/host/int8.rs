@@ -58,15 +58,13 @@ pub struct QuantisedRows {
     d: Vec<f32>,
     /// `[m][k/32]`: Σqₓ over the block.
     s: Vec<i32>,
-    /// `[m][k/32]`: dₓ · Σqₓ (Q4_1's minimum term).
-    ds: Vec<f32>,
     k: usize,
 }
 
 impl QuantisedRows {
     /// Quantises `m` rows of `k` values (`k` a multiple of [`QBLOCK`]), reusing the buffers.
     pub fn quantise(&mut self, x: &[f32], m: usize, k: usize) {
-        self.quantise_with(x, m, k, use_vnni());
+        self.quantise_with(x, m, k, int8_is_fast());
     }
 
     /// [`Self::quantise`], with the vector code only where `vnni` (which the CPU must have).
@@ -81,39 +79,30 @@ impl QuantisedRows {
         self.q.resize(m * k, 0);
         self.d.resize(nb, 0.0);
         self.s.resize(nb, 0);
-        self.ds.resize(nb, 0.0);
-        #[cfg(target_arch = "x86_64")]
-        if vnni {
-            for (b, (xs, qs)) in x
-                .chunks_exact(QBLOCK)
-                .zip(self.q.chunks_exact_mut(QBLOCK))
-                .enumerate()
-            {
-                // SAFETY: the caller only sets `vnni` where the CPU has the features.
-                let (d, sum) = unsafe { vnni::quantise_block(xs, qs) };
-                self.d[b] = d;
-                self.s[b] = sum;
-                self.ds[b] = d * sum as f32;
-            }
-            return;
-        }
         for (b, (xs, qs)) in x
             .chunks_exact(QBLOCK)
             .zip(self.q.chunks_exact_mut(QBLOCK))
             .enumerate()
         {
+            #[cfg(target_arch = "x86_64")]
+            let (d, sum) = if vnni {
+                // SAFETY: the caller only sets `vnni` where the CPU has the features.
+                unsafe { vnni::quantise_block(xs, qs) }
+            } else {
+                quantise_block(xs, qs)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
             let (d, sum) = quantise_block(xs, qs);
             self.d[b] = d;
             self.s[b] = sum;
-            self.ds[b] = d * sum as f32;
         }
     }
 
-    /// Row `r`, block `b`: (dₓ, Σqₓ, dₓ·Σqₓ).
+    /// Row `r`, block `b`: (dₓ, Σqₓ, dₓ·Σqₓ — Q4_1's minimum term).
     #[inline(always)]
     fn block(&self, r: usize, b: usize) -> (f32, i32, f32) {
         let i = r * (self.k / QBLOCK) + b;
-        (self.d[i], self.s[i], self.ds[i])
+        (self.d[i], self.s[i], self.d[i] * self.s[i] as f32)
     }
 }
 
@@ -460,9 +449,9 @@ mod vnni {
     }
 }
 
-/// Whether this CPU runs the VNNI kernel (else the portable one: same values, much slower), and
-/// `TOKENSWIFT_PORTABLE_TILE` is unset.
-fn use_vnni() -> bool {
+/// Whether integer products run the VNNI kernel: the CPU has AVX-512 VNNI and
+/// `TOKENSWIFT_PORTABLE_TILE` is unset (else the portable loop: same values, much slower).
+pub fn int8_is_fast() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static VNNI: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
@@ -475,11 +464,6 @@ fn use_vnni() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
-}
-
-/// Whether integer products are fast on this CPU (AVX-512 VNNI).
-pub fn int8_is_fast() -> bool {
-    use_vnni()
 }
 
 fn run(xq: &QuantisedRows, m: usize, w: &IntMatrix, y: &mut [f32], vnni: bool) {
@@ -514,21 +498,20 @@ thread_local! {
 /// `Y[m, n] = X[m, k] · Wᵀ` into `y` with each row of `X` quantised to Q8 and integer dot
 /// products, split over the rayon pool.
 pub fn matmul_int(x: &[f32], m: usize, w: &IntMatrix, y: &mut [f32]) {
-    matmul_int_with(x, m, w, y, use_vnni());
+    matmul_int_with(x, m, w, y, int8_is_fast());
 }
 
 fn matmul_int_with(x: &[f32], m: usize, w: &IntMatrix, y: &mut [f32], vnni: bool) {
-    INPUTS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut xq) => {
-            xq.quantise_with(x, m, w.k, vnni);
-            run(&xq, m, w, y, vnni);
-        }
-        Err(_) => {
-            // A product started inside another one on this thread (work stealing): own buffer.
-            let mut xq = QuantisedRows::default();
-            xq.quantise_with(x, m, w.k, vnni);
-            run(&xq, m, w, y, vnni);
-        }
+    INPUTS.with(|cell| {
+        // A product started inside another one on this thread (work stealing) gets its own.
+        let mut own = QuantisedRows::default();
+        let mut shared = cell.try_borrow_mut();
+        let xq = match &mut shared {
+            Ok(xq) => &mut **xq,
+            Err(_) => &mut own,
+        };
+        xq.quantise_with(x, m, w.k, vnni);
+        run(xq, m, w, y, vnni);
     })
 }
 
@@ -580,7 +563,7 @@ mod tests {
             for r in 0..20 {
                 matmul_int_with(&x[r * k..][..k], 1, &w, &mut alone[r * n..][..n], false);
             }
-            for vnni in [false, use_vnni()] {
+            for vnni in [false, int8_is_fast()] {
                 for m in [1, 2, 3, 4, 5, 8, 9, 13, 20] {
                     let mut y = vec![0f32; m * n];
                     matmul_int_with(&x[..m * k], m, &w, &mut y, vnni);
@@ -660,7 +643,6 @@ mod tests {
                 }
                 xq.d[r * nb + b] = dmax;
                 xq.s[r * nb + b] = sum;
-                xq.ds[r * nb + b] = dmax * sum as f32;
             }
         }
         let mut shared = vec![0f32; 4 * n];
