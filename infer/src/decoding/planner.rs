@@ -13,7 +13,8 @@
 //!   has been emitted: walk the proposal along the emitted tokens. Every proposal is scored this
 //!   way, so the statistics are never censored by the shapes the planner happened to pick.
 //! - **A measured cost curve.** [`CostModel`] keeps the wall time of a step as a function of the
-//!   number of verified nodes (an exponential average per node count).
+//!   number of verified nodes: the plain AR step's (an exponential average), and each wider
+//!   step's relative to it, so costs measured earlier follow the context and the machine.
 //! - **Choosing.** The best prefix of candidates by path probability maximises expected tokens
 //!   per second; zero candidates is a plain AR step. Sources that cost time (heads, the separate
 //!   pass) are switched on and off by their measured gain, with exploration and hysteresis.
@@ -555,13 +556,26 @@ impl Pending {
     }
 }
 
-/// Wall time of a step as a function of the number of verified nodes (root included): an
-/// exponential average per node count, interpolated between measured counts, and extrapolated
-/// optimistically beyond them (so wider verifies get tried and measured).
+/// Wall time of a step as a function of the number of verified nodes (root included).
+///
+/// A plain AR step (one node) is measured most steps, so its cost is an exponential average of
+/// recent steps. Wider steps are rarer, and the cost of a step changes during a run (the context
+/// grows, so attention costs more; a shared machine speeds up and slows down), so an average of
+/// their wall times would go stale: measured at a shorter context or a faster moment, a 2-node
+/// step could look cheaper than today's 1-node step, and every guess would look free. Instead a
+/// wider step's cost is kept *relative* to the 1-node cost measured at the time, and priced at
+/// today's 1-node cost. Node counts never measured are interpolated between measured ones and
+/// extrapolated optimistically beyond them (so wider verifies get tried and measured). Before any
+/// 1-node step has been measured (fixed trees), absolute averages are used.
 #[derive(Debug, Clone)]
 pub struct CostModel {
+    /// Exponential average of the wall time per node count.
     secs: Vec<f64>,
     seen: Vec<bool>,
+    /// Per node count: exponential average of its wall time over the 1-node cost of the moment
+    /// (`relative[1]` is 1).
+    relative: Vec<f64>,
+    relative_seen: Vec<bool>,
 }
 
 /// Weight of a new measurement in the average.
@@ -569,22 +583,70 @@ const COST_ALPHA: f64 = 0.1;
 /// Assumed extra cost per node beyond the widest measured verify, relative to one node.
 const COST_PRIOR_SLOPE: f64 = 0.03;
 
+/// `values[q]` where measured, else interpolated between the nearest measured counts, extrapolated
+/// upwards with [`COST_PRIOR_SLOPE`] times the smallest measured value per node, and downwards
+/// with the same slope (never above the measured value); `None` if nothing is measured.
+fn interpolate(values: &[f64], seen: &[bool], q: usize) -> Option<f64> {
+    if seen[q] {
+        return Some(values[q]);
+    }
+    let below = (1..q).rev().find(|&i| seen[i]);
+    let above = (q + 1..values.len()).find(|&i| seen[i]);
+    match (below, above) {
+        (Some(a), Some(b)) => {
+            let t = (q - a) as f64 / (b - a) as f64;
+            Some(values[a] + t * (values[b] - values[a]))
+        }
+        (Some(a), None) => {
+            let unit = values[(1..=a).find(|&i| seen[i]).unwrap_or(a)];
+            Some(values[a] + COST_PRIOR_SLOPE * unit * (q - a) as f64)
+        }
+        (None, Some(b)) => Some(values[b] / (1.0 + COST_PRIOR_SLOPE * (b - q) as f64)),
+        (None, None) => None,
+    }
+}
+
 impl CostModel {
     pub fn new(max_nodes: usize) -> Self {
+        let n = max_nodes + 2;
+        let mut relative = vec![0.0; n];
+        let mut relative_seen = vec![false; n];
+        relative[1] = 1.0;
+        relative_seen[1] = true;
         Self {
-            secs: vec![0.0; max_nodes + 2],
-            seen: vec![false; max_nodes + 2],
+            secs: vec![0.0; n],
+            seen: vec![false; n],
+            relative,
+            relative_seen,
         }
     }
 
     /// Records that a step verifying `q` nodes took `secs`.
     pub fn observe(&mut self, q: usize, secs: f64) {
-        let q = q.min(self.secs.len() - 1);
+        let q = q.clamp(1, self.secs.len() - 1);
+        let first_unit = q == 1 && !self.seen[1];
         if self.seen[q] {
             self.secs[q] += COST_ALPHA * (secs - self.secs[q]);
         } else {
             self.secs[q] = secs;
             self.seen[q] = true;
+        }
+        if first_unit {
+            // Wider steps measured before the first 1-node step: relative to it.
+            for i in 2..self.secs.len() {
+                if self.seen[i] {
+                    self.relative[i] = self.secs[i] / secs;
+                    self.relative_seen[i] = true;
+                }
+            }
+        } else if q > 1 && self.seen[1] {
+            let r = secs / self.secs[1];
+            if self.relative_seen[q] {
+                self.relative[q] += COST_ALPHA * (r - self.relative[q]);
+            } else {
+                self.relative[q] = r;
+                self.relative_seen[q] = true;
+            }
         }
     }
 
@@ -592,27 +654,14 @@ impl CostModel {
         self.seen.get(q).copied().unwrap_or(false)
     }
 
-    /// Estimated seconds of a step verifying `q` nodes (1 when nothing is measured yet).
+    /// Estimated seconds of a step verifying `q` nodes now (1 when nothing is measured yet).
     pub fn cost(&self, q: usize) -> f64 {
         let q = q.clamp(1, self.secs.len() - 1);
-        if self.seen[q] {
-            return self.secs[q];
+        if self.seen[1] {
+            let r = interpolate(&self.relative, &self.relative_seen, q).unwrap_or(1.0);
+            return self.secs[1] * r;
         }
-        let below = (1..q).rev().find(|&i| self.seen[i]);
-        let above = (q + 1..self.secs.len()).find(|&i| self.seen[i]);
-        match (below, above) {
-            (Some(a), Some(b)) => {
-                let t = (q - a) as f64 / (b - a) as f64;
-                self.secs[a] + t * (self.secs[b] - self.secs[a])
-            }
-            (Some(a), None) => {
-                let unit = self.secs[(1..=a).find(|&i| self.seen[i]).unwrap_or(a)];
-                self.secs[a] + COST_PRIOR_SLOPE * unit * (q - a) as f64
-            }
-            // Below every measurement: the prior slope downwards (never above the measured cost).
-            (None, Some(b)) => self.secs[b] / (1.0 + COST_PRIOR_SLOPE * (b - q) as f64),
-            (None, None) => 1.0,
-        }
+        interpolate(&self.secs, &self.seen, q).unwrap_or(1.0)
     }
 }
 
@@ -1292,6 +1341,32 @@ mod tests {
         let mut c = CostModel::new(40);
         c.observe(9, 0.05);
         assert!(c.cost(1) < c.cost(5) && c.cost(5) < c.cost(9));
+    }
+
+    /// Costs of wider steps follow the 1-node cost as it drifts (a growing context, a machine
+    /// slowing down): measured when one node took 10 ms and two took 12 ms, a 2-node step is
+    /// priced 1.2 times today's 1-node cost once one node takes 20 ms, not a stale 12 ms that
+    /// would make every guess look free — so an unlikely draft stays unverified. (With absolute
+    /// averages per node count, the negative control, the 2-node step looks cheaper than an AR
+    /// step and the unlikely draft is verified.)
+    #[test]
+    fn wider_step_costs_follow_the_one_node_cost() {
+        let mut c = CostModel::new(40);
+        for _ in 0..50 {
+            c.observe(1, 0.010);
+            c.observe(2, 0.012);
+        }
+        for _ in 0..100 {
+            c.observe(1, 0.020);
+        }
+        assert!((c.cost(1) - 0.020).abs() < 1e-6, "{}", c.cost(1));
+        assert!((c.cost(2) / c.cost(1) - 1.2).abs() < 1e-6, "{}", c.cost(2));
+        let f = |q: usize| c.cost(q);
+        let (n, _) = chain(&[0.05]).select(u8::MAX, 31, &f, 1.0, SPECULATION_MARGIN);
+        assert!(n.is_empty(), "a 5 % guess at 1.2 passes: {n:?}");
+        // A likely one still pays.
+        let (n, _) = chain(&[0.6]).select(u8::MAX, 31, &f, 1.0, SPECULATION_MARGIN);
+        assert_eq!(n, vec![1]);
     }
 
     /// A costly source whose candidates never pay for its time is switched off, and explored
