@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use tokenswift_cli::{TokenSwiftArgs, peak_rss_mib};
 use tokenswift_infer::decoding::ar::{GenerationStats, generate_ar};
+use tokenswift_infer::decoding::paired::{CHUNK, Method as Which, PairedOutcome, generate_paired};
 use tokenswift_infer::decoding::session::{TokenSwiftConfig, TokenSwiftStats, generate_tokenswift};
 use tokenswift_infer::draft::heads::DraftHeads;
 use tokenswift_infer::load::tokenizer::{TextStream, TextTokenizer, chatml_prompt};
@@ -44,8 +45,9 @@ pub struct GenerateArgs {
     /// Decoding method.
     #[arg(long, value_enum, default_value = "tokenswift")]
     pub method: Method,
-    /// After a TokenSwift run, run AR on the same prompt and sampling and print the speedup
-    /// (and whether the two outputs are identical).
+    /// Also run AR on the same prompt and sampling and print the speedup (and whether the two
+    /// outputs are identical). The two run in alternating chunks of 64 tokens, each timed on its
+    /// own steps, so a machine that speeds up or slows down meanwhile affects both alike.
     #[arg(long)]
     pub compare_ar: bool,
     /// Wrap the prompt in the model's ChatML chat template.
@@ -134,39 +136,6 @@ fn print_ts_stats(s: &TokenSwiftStats, model: &Model) {
     );
 }
 
-/// Runs AR with a progress bar, printing nothing to stdout.
-///
-/// With a tokenizer, every token is also decoded as the TokenSwift run streams its text (into a
-/// sink), so that `--compare-ar` times the same per-token output work on both sides.
-pub fn run_ar_quietly(
-    model: &Model,
-    ids: &[u32],
-    n: usize,
-    sampling: &SamplingConfig,
-    stop_at_eos: bool,
-    ui: &Ui,
-    tokenizer: Option<&TextTokenizer>,
-) -> Result<(Vec<u32>, GenerationStats)> {
-    let bar = ui.logged_bar(n as u64, "AR baseline");
-    let mut stream = TextStream::new();
-    let mut sink = std::io::sink();
-    let r = generate_ar(model, ids, n, sampling, stop_at_eos, &mut |t| {
-        if let Some(tok) = tokenizer {
-            let piece = stream.push(tok, t)?;
-            if !piece.is_empty() {
-                bar.suspend(|| {
-                    let _ = sink.write_all(piece.as_bytes());
-                    let _ = sink.flush();
-                });
-            }
-        }
-        bar.inc(1);
-        Ok(())
-    })?;
-    bar.finish_and_clear();
-    Ok(r)
-}
-
 pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
     let ui = Ui {
         log_every: args.log_every,
@@ -232,74 +201,134 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
             let draft = args.tokenswift.draft(&model, &dir)?;
             let cfg = draft.apply(cfg);
             let heads = &draft.heads;
-            if args.compare_ar {
-                // Untimed warm-up of both methods (thread pool, allocator, caches), so the timed
-                // runs that follow start from the same state.
-                let n = args.max_new_tokens.min(16);
-                let quiet = Ui { quiet: true, ..ui };
-                let mut sink = std::io::sink();
-                stream_tokenswift(
-                    &model, heads, &tokenizer, &ids, n, &sampling, &cfg, false, &quiet, &mut sink,
-                )?;
-                run_ar_quietly(
+            if !args.compare_ar {
+                let (_, stats) = stream_tokenswift(
                     &model,
+                    heads,
+                    &tokenizer,
                     &ids,
-                    n,
+                    args.max_new_tokens,
                     &sampling,
-                    args.stop_at_eos,
-                    &quiet,
-                    Some(&tokenizer),
+                    &cfg,
+                    args.color,
+                    &ui,
+                    &mut out,
                 )?;
+                let _ = writeln!(out);
+                print_ts_stats(&stats, &model);
+                return Ok(());
             }
-            let (generated, stats) = stream_tokenswift(
+            // Untimed warm-up of both methods (thread pool, allocator, caches), so the timed
+            // runs that follow start from the same state.
+            let n = args.max_new_tokens.min(16);
+            let quiet = Ui { quiet: true, ..ui };
+            stream_tokenswift(
                 &model,
                 heads,
                 &tokenizer,
                 &ids,
-                args.max_new_tokens,
+                n,
                 &sampling,
                 &cfg,
-                args.color,
-                &ui,
-                &mut out,
+                false,
+                &quiet,
+                &mut std::io::sink(),
+            )?;
+            generate_ar(&model, &ids, n, &sampling, args.stop_at_eos, &mut |_| Ok(()))?;
+            let r = stream_paired(
+                &model, heads, &tokenizer, &ids, &sampling, &cfg, &args, &ui, &mut out,
             )?;
             let _ = writeln!(out);
-            print_ts_stats(&stats, &model);
-            if args.compare_ar {
-                let (ar_tokens, ar) = run_ar_quietly(
-                    &model,
-                    &ids,
-                    args.max_new_tokens,
-                    &sampling,
-                    args.stop_at_eos,
-                    &ui,
-                    Some(&tokenizer),
-                )?;
-                print_ar_stats(&ar, None);
-                let ts_ms =
-                    stats.decode_time.as_secs_f64() * 1000.0 / stats.generated_tokens.max(1) as f64;
-                let ar_ms =
-                    ar.decode_time.as_secs_f64() * 1000.0 / ar.generated_tokens.max(1) as f64;
-                eprintln!(
-                    "speedup vs AR: {:.2}× ({:.1} → {:.1} ms/token), α {:.3}; outputs {}",
-                    ar_ms / ts_ms,
-                    ar_ms,
-                    ts_ms,
-                    stats.acceptance_rate(),
-                    if ar_tokens == generated {
-                        "identical token for token".to_string()
-                    } else {
-                        let first = ar_tokens.iter().zip(&generated).position(|(a, b)| a != b);
-                        format!(
-                            "differ from token {} on (floating-point ties between the batched verify pass and the one-token pass)",
-                            first.unwrap_or(ar_tokens.len().min(generated.len()))
-                        )
-                    }
-                );
-            }
+            print_ts_stats(&r.ts_stats, &model);
+            print_ar_stats(&r.ar_stats, None);
+            let (stats, ar) = (&r.ts_stats, &r.ar_stats);
+            let ts_ms =
+                stats.decode_time.as_secs_f64() * 1000.0 / stats.generated_tokens.max(1) as f64;
+            let ar_ms = ar.decode_time.as_secs_f64() * 1000.0 / ar.generated_tokens.max(1) as f64;
+            eprintln!(
+                "speedup vs AR: {:.2}× ({:.1} → {:.1} ms/token; the two ran in alternating chunks of {CHUNK} tokens, each timed on its own steps), α {:.3}; outputs {}",
+                ar_ms / ts_ms,
+                ar_ms,
+                ts_ms,
+                stats.acceptance_rate(),
+                if r.ar_tokens == r.ts_tokens {
+                    "identical token for token".to_string()
+                } else {
+                    let first = r.ar_tokens.iter().zip(&r.ts_tokens).position(|(a, b)| a != b);
+                    format!(
+                        "differ from token {} on (floating-point ties between the batched verify pass and the one-token pass)",
+                        first.unwrap_or(r.ar_tokens.len().min(r.ts_tokens.len()))
+                    )
+                }
+            );
         }
     }
     Ok(())
+}
+
+/// Runs TokenSwift and AR in alternating chunks ([`generate_paired`]), streaming TokenSwift's
+/// text to `out` (accepted draft tokens in green with `--color`); one bar over both.
+#[allow(clippy::too_many_arguments)]
+fn stream_paired(
+    model: &Model,
+    heads: &DraftHeads,
+    tokenizer: &TextTokenizer,
+    ids: &[u32],
+    sampling: &SamplingConfig,
+    cfg: &TokenSwiftConfig,
+    args: &GenerateArgs,
+    ui: &Ui,
+    out: &mut dyn Write,
+) -> Result<PairedOutcome> {
+    let n = args.max_new_tokens;
+    let bar = ui.logged_bar(2 * n as u64, "TokenSwift and AR, alternating");
+    let mut stream = TextStream::new();
+    let mut rates = (0.0, 0.0);
+    let r = generate_paired(model, heads, ids, n, sampling, cfg, &mut |p| {
+        let rate = p.generated as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        if p.method == Which::TokenSwift {
+            let text = colored(&mut stream, tokenizer, p.tokens, p.accepted, args.color)?;
+            if !text.is_empty() {
+                bar.suspend(|| {
+                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.flush();
+                });
+            }
+            rates.0 = rate;
+        } else {
+            rates.1 = rate;
+        }
+        bar.inc(p.tokens.len() as u64);
+        bar.set_message(format!(
+            "TokenSwift {:.1} tok/s, AR {:.1} tok/s",
+            rates.0, rates.1
+        ));
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(r)
+}
+
+/// The text of `tokens`, the first `accepted` in green when `color`.
+fn colored(
+    stream: &mut TextStream,
+    tokenizer: &TextTokenizer,
+    tokens: &[u32],
+    accepted: usize,
+    color: bool,
+) -> tokenswift_infer::error::Result<String> {
+    let mut text = String::new();
+    for (i, &t) in tokens.iter().enumerate() {
+        let piece = stream.push(tokenizer, t)?;
+        if color && i < accepted && !piece.is_empty() {
+            text.push_str("\x1b[32m");
+            text.push_str(&piece);
+            text.push_str("\x1b[0m");
+        } else {
+            text.push_str(&piece);
+        }
+    }
+    Ok(text)
 }
 
 /// Runs TokenSwift, streaming text to `out` (accepted draft tokens in green with `color`).
@@ -320,17 +349,7 @@ pub fn stream_tokenswift(
     let mut stream = TextStream::new();
     let t0 = std::time::Instant::now();
     let r = generate_tokenswift(model, heads, ids, n, sampling, cfg, &mut |step| {
-        let mut text = String::new();
-        for (i, &t) in step.tokens.iter().enumerate() {
-            let piece = stream.push(tokenizer, t)?;
-            if color && i < step.accepted && !piece.is_empty() {
-                text.push_str("\x1b[32m");
-                text.push_str(&piece);
-                text.push_str("\x1b[0m");
-            } else {
-                text.push_str(&piece);
-            }
-        }
+        let text = colored(&mut stream, tokenizer, step.tokens, step.accepted, color)?;
         if !text.is_empty() {
             bar.suspend(|| {
                 let _ = out.write_all(text.as_bytes());

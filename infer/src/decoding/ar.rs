@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::model::prompt::{check_context, prefill};
+use crate::model::cache::KvCache;
 use crate::model::{AttentionMask, LogitRows, Model};
 use crate::sampling::{SamplerRng, SamplingConfig, draw, penalty_window_tokens};
 
@@ -30,6 +31,116 @@ impl GenerationStats {
     }
 }
 
+/// An autoregressive generation in progress, one token per [`ArSession::step`]: prefill and the
+/// first draw in [`ArSession::new`], then one forward pass per token.
+pub struct ArSession<'a> {
+    model: &'a Model,
+    sampling: SamplingConfig,
+    cache: KvCache,
+    rng: SamplerRng,
+    /// Prompt and generated tokens.
+    history: Vec<u32>,
+    /// The logits row of the next draw (reused every step).
+    logits: Vec<f32>,
+    max_new: usize,
+    stop_at_eos: bool,
+    stats: GenerationStats,
+    done: bool,
+}
+
+impl<'a> ArSession<'a> {
+    /// Prefills `prompt` (timed in the stats); the first token is drawn by the first `step`.
+    pub fn new(
+        model: &'a Model,
+        prompt: &[u32],
+        max_new: usize,
+        sampling: &SamplingConfig,
+        stop_at_eos: bool,
+    ) -> Result<Self> {
+        sampling.validate(model.config().vocab_size)?;
+        check_context(model, prompt.len(), max_new)?;
+        let mut cache = model.new_cache(prompt.len() + max_new);
+        let t0 = Instant::now();
+        let logits = prefill(model, prompt, &mut cache, &mut |_| {})?;
+        let mut history = Vec::with_capacity(prompt.len() + max_new);
+        history.extend_from_slice(prompt);
+        Ok(Self {
+            model,
+            sampling: sampling.clone(),
+            cache,
+            rng: SamplerRng::new(sampling.seed),
+            history,
+            logits,
+            max_new,
+            stop_at_eos,
+            stats: GenerationStats {
+                prompt_tokens: prompt.len(),
+                prefill_time: t0.elapsed(),
+                ..Default::default()
+            },
+            done: max_new == 0,
+        })
+    }
+
+    /// Draws the next token, then (unless generation is finished) runs the forward pass that
+    /// gives the logits of the one after it. `None` once finished.
+    pub fn step(&mut self) -> Result<Option<u32>> {
+        if self.done {
+            return Ok(None);
+        }
+        let sampling = &self.sampling;
+        let window = penalty_window_tokens(&self.history, &[], sampling.penalty_window);
+        let token = draw(sampling, &mut self.rng, &mut self.logits, &window);
+        self.history.push(token);
+        let generated = self.history.len() - self.stats.prompt_tokens;
+        self.stats.generated_tokens = generated;
+        if self.stop_at_eos && self.model.config().eos_token_ids.contains(&token) {
+            self.stats.stopped_at_eos = true;
+            self.done = true;
+        }
+        if generated == self.max_new {
+            self.done = true;
+        }
+        if self.done {
+            return Ok(Some(token));
+        }
+        let pos = self.cache.len();
+        let out = self.model.forward(
+            &[token],
+            &[pos],
+            &AttentionMask::Causal,
+            &mut self.cache,
+            LogitRows::None,
+        )?;
+        self.stats.forward_passes += 1;
+        // The logits row into the same buffer every step (as TokenSwift's verify does).
+        self.model
+            .logits_of_rows_vec(&out.hidden, &[0], &mut self.logits);
+        Ok(Some(token))
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The generated tokens so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.history[self.stats.prompt_tokens..]
+    }
+
+    /// The statistics so far (`decode_time` is the caller's: see [`generate_ar`]).
+    pub fn stats(&self) -> &GenerationStats {
+        &self.stats
+    }
+
+    /// Ends the session: the generated tokens and the statistics, with `decode_time` as given.
+    pub fn finish(mut self, decode_time: Duration) -> (Vec<u32>, GenerationStats) {
+        self.stats.decode_time = decode_time;
+        let generated = self.history.split_off(self.stats.prompt_tokens);
+        (generated, self.stats)
+    }
+}
+
 /// Generates up to `max_new` tokens after `prompt` autoregressively; `on_token` receives each token
 /// as it is produced.
 pub fn generate_ar(
@@ -40,47 +151,10 @@ pub fn generate_ar(
     stop_at_eos: bool,
     on_token: &mut dyn FnMut(u32) -> Result<()>,
 ) -> Result<(Vec<u32>, GenerationStats)> {
-    sampling.validate(model.config().vocab_size)?;
-    check_context(model, prompt.len(), max_new)?;
-    let mut cache = model.new_cache(prompt.len() + max_new);
-    let mut stats = GenerationStats {
-        prompt_tokens: prompt.len(),
-        ..Default::default()
-    };
-    let t0 = Instant::now();
-    let mut logits = prefill(model, prompt, &mut cache, &mut |_| {})?;
-    stats.prefill_time = t0.elapsed();
-    let mut rng = SamplerRng::new(sampling.seed);
-    let mut history: Vec<u32> = prompt.to_vec();
-    let mut generated = Vec::with_capacity(max_new);
+    let mut session = ArSession::new(model, prompt, max_new, sampling, stop_at_eos)?;
     let t1 = Instant::now();
-    let eos = &model.config().eos_token_ids;
-    for step in 0..max_new {
-        let window = penalty_window_tokens(&history, &[], sampling.penalty_window);
-        let token = draw(sampling, &mut rng, &mut logits, &window);
-        history.push(token);
-        generated.push(token);
+    while let Some(token) = session.step()? {
         on_token(token)?;
-        if stop_at_eos && eos.contains(&token) {
-            stats.stopped_at_eos = true;
-            break;
-        }
-        if step + 1 == max_new {
-            break;
-        }
-        let pos = cache.len();
-        let out = model.forward(
-            &[token],
-            &[pos],
-            &AttentionMask::Causal,
-            &mut cache,
-            LogitRows::None,
-        )?;
-        stats.forward_passes += 1;
-        // The logits row into the same buffer every step (as TokenSwift's verify does).
-        model.logits_of_rows_vec(&out.hidden, &[0], &mut logits);
     }
-    stats.decode_time = t1.elapsed();
-    stats.generated_tokens = generated.len();
-    Ok((generated, stats))
+    Ok(session.finish(t1.elapsed()))
 }

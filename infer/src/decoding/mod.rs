@@ -8,6 +8,7 @@ pub mod accept;
 pub mod ar;
 pub mod corpus;
 pub mod ngram;
+pub mod paired;
 pub mod partial;
 pub mod partial_cache;
 pub mod planner;
