@@ -1,15 +1,15 @@
-//! One measurement cell: AR and TokenSwift on the same prompt, sampling and seed, one after the
-//! other, with the per-token latency of each read at checkpoints.
+//! One measurement cell: AR and TokenSwift on the same prompt, sampling and seed, with the
+//! per-token latency of each read at checkpoints.
 //!
-//! This machine drifts by 10–40 % between runs, so the timing is built to be fair: both methods
-//! are warmed up untimed first; each is timed from its first emitted token (setup and prefill are
-//! excluded alike); and a cell may be repeated with the order flipped each time (AR then
-//! TokenSwift, then TokenSwift then AR), the latencies summed over repetitions.
-
-use std::time::Instant;
+//! This machine drifts by 10–40 % (up to 3×) within minutes, so the timing is built to be fair:
+//! both methods are warmed up untimed first; then they run in alternating chunks of 64 tokens
+//! in one process ([`generate_paired`]), each timed on its own steps only (setup and prefill are
+//! excluded alike), so a slow spell slows both; a cell may be repeated, the latencies summed over
+//! repetitions.
 
 use tokenswift_datasets::{CorpusSource, HELD_OUT_NOVEL, tokenize};
 use tokenswift_infer::decoding::ar::generate_ar;
+use tokenswift_infer::decoding::paired::{Method, generate_paired};
 use tokenswift_infer::decoding::session::{TokenSwiftConfig, generate_tokenswift};
 use tokenswift_infer::draft::heads::DraftHeads;
 use tokenswift_infer::load::tokenizer::TextTokenizer;
@@ -31,9 +31,7 @@ pub struct Cell<'a> {
     pub checkpoints: Vec<usize>,
     pub sampling: SamplingConfig,
     pub ts: TokenSwiftConfig,
-    /// Run AR before TokenSwift in the first repetition (alternate this between prompts).
-    pub ar_first: bool,
-    /// Repetitions, the order flipped each time (at least 1).
+    /// Repetitions (at least 1).
     pub repeats: usize,
 }
 
@@ -93,7 +91,7 @@ pub fn run_cell(
         &cell.ts,
         &mut |_| Ok(()),
     )?;
-    // Per checkpoint: seconds since the first token, and tokens emitted since it, summed over
+    // Per checkpoint: the method's own decode seconds and tokens generated, summed over
     // repetitions.
     let mut ar_acc = vec![(0f64, 0usize); cps.len()];
     let mut ts_acc = vec![(0f64, 0usize); cps.len()];
@@ -105,84 +103,61 @@ pub fn run_cell(
     let mut same_outputs = true;
     let repeats = cell.repeats.max(1);
     for rep in 0..repeats {
-        let ar_first = (rep % 2 == 0) == cell.ar_first;
-        for turn in 0..2 {
-            let before = (rep * 2 + turn) * cell.gen_len;
-            let phase = |method: &str| {
-                if repeats > 1 {
-                    format!("{method} {}/{repeats}", rep + 1)
-                } else {
-                    method.to_string()
+        let before = rep * 2 * cell.gen_len;
+        let label = if repeats > 1 {
+            format!("TokenSwift and AR {}/{repeats}", rep + 1)
+        } else {
+            "TokenSwift and AR".to_string()
+        };
+        let (mut next_ts, mut next_ar, mut done) = (0, 0, (0, 0));
+        let r = generate_paired(
+            model,
+            heads,
+            cell.prompt,
+            cell.gen_len,
+            &cell.sampling,
+            &cell.ts,
+            &mut |p| {
+                let (acc, next) = match p.method {
+                    Method::TokenSwift => {
+                        done.0 = p.generated;
+                        (&mut ts_acc, &mut next_ts)
+                    }
+                    Method::Ar => {
+                        done.1 = p.generated;
+                        (&mut ar_acc, &mut next_ar)
+                    }
+                };
+                while *next < cps.len() && cps[*next] <= p.generated {
+                    acc[*next].0 += p.elapsed.as_secs_f64();
+                    acc[*next].1 += p.generated;
+                    if let Some(s) = p.stats {
+                        at_cp[*next].get_or_insert((
+                            s.acceptance_rate(),
+                            s.tokens_per_step(),
+                            s.ngram_share(),
+                        ));
+                    }
+                    *next += 1;
                 }
-            };
-            if (turn == 0) == ar_first {
-                let label = phase("AR");
-                let mut first = None;
-                let mut count = 0;
-                let mut next = 0;
-                let (tokens, _) = generate_ar(
-                    model,
-                    cell.prompt,
-                    cell.gen_len,
-                    &cell.sampling,
-                    false,
-                    &mut |_| {
-                        count += 1;
-                        let t0 = *first.get_or_insert_with(Instant::now);
-                        while next < cps.len() && cps[next] <= count {
-                            ar_acc[next].0 += t0.elapsed().as_secs_f64();
-                            ar_acc[next].1 += count - 1;
-                            next += 1;
-                        }
-                        progress(&label, before + count.min(cell.gen_len));
-                        Ok(())
-                    },
-                )?;
-                if next < cps.len() {
-                    return Err(stopped_early("AR", next, cps.len()));
-                }
-                match &ar_out {
-                    Some(t) => same_outputs &= *t == tokens,
-                    None => ar_out = Some(tokens),
-                }
-            } else {
-                let label = phase("TokenSwift");
-                let mut first = None;
-                let mut count = 0;
-                let mut next = 0;
-                let (tokens, stats) = generate_tokenswift(
-                    model,
-                    heads,
-                    cell.prompt,
-                    cell.gen_len,
-                    &cell.sampling,
-                    &cell.ts,
-                    &mut |step| {
-                        count += step.tokens.len();
-                        let t0 = *first.get_or_insert_with(Instant::now);
-                        while next < cps.len() && cps[next] <= count {
-                            ts_acc[next].0 += t0.elapsed().as_secs_f64();
-                            ts_acc[next].1 += count - 1;
-                            let s = step.stats;
-                            at_cp[next].get_or_insert((
-                                s.acceptance_rate(),
-                                s.tokens_per_step(),
-                                s.ngram_share(),
-                            ));
-                            next += 1;
-                        }
-                        progress(&label, before + count.min(cell.gen_len));
-                        Ok(())
-                    },
-                )?;
-                if next < cps.len() {
-                    return Err(stopped_early("TokenSwift", next, cps.len()));
-                }
-                match &ts_out {
-                    Some((t, _)) => same_outputs &= *t == tokens,
-                    None => ts_out = Some((tokens, stats)),
-                }
-            }
+                let count = done.0.min(cell.gen_len) + done.1.min(cell.gen_len);
+                progress(&label, before + count);
+                Ok(())
+            },
+        )?;
+        if next_ts < cps.len() {
+            return Err(stopped_early("TokenSwift", next_ts, cps.len()));
+        }
+        if next_ar < cps.len() {
+            return Err(stopped_early("AR", next_ar, cps.len()));
+        }
+        match &ar_out {
+            Some(t) => same_outputs &= *t == r.ar_tokens,
+            None => ar_out = Some(r.ar_tokens),
+        }
+        match &ts_out {
+            Some((t, _)) => same_outputs &= *t == r.ts_tokens,
+            None => ts_out = Some((r.ts_tokens, r.ts_stats)),
         }
     }
     let ar_tokens = ar_out.expect("AR ran");

@@ -87,7 +87,8 @@ pub struct CellSpec<'a> {
 
 /// The cell's fingerprint: `CONFIG-PROMPT`, 16 hex digits of a SHA-256 of everything but the
 /// prompt's tokens (model, heads, draft tables, sampling, TokenSwift settings, the requested
-/// prefill and generation lengths, repetitions, program version), then 8 of the prompt's tokens. A finished cell is
+/// prefill and generation lengths, repetitions, program version, how the two methods were
+/// timed), then 8 of the prompt's tokens. A finished cell is
 /// reused only when the whole fingerprint matches; summaries keep apart rows whose `CONFIG`
 /// parts differ ([`config_part`]).
 pub fn cell_fingerprint(p: &Provenance, c: &CellSpec) -> String {
@@ -123,6 +124,12 @@ pub fn cell_fingerprint(p: &Provenance, c: &CellSpec) -> String {
     } else {
         format!("{text}weights {}\n", p.weights)
     };
+    // Cells timed one method after the other carry no timing line; those timed in alternating
+    // chunks (`decoding::paired`) do, so a rerun never reuses the older kind.
+    let text = format!(
+        "{text}timing paired-{}\n",
+        tokenswift_infer::decoding::paired::CHUNK
+    );
     let prompt = sha(c.prompt.iter().flat_map(|t| t.to_le_bytes()));
     format!("{}-{}", &sha(text.into_bytes())[..16], &prompt[..8])
 }

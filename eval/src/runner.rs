@@ -34,7 +34,7 @@ pub struct Bench {
     pub draft_vocab: Option<Vec<u32>>,
     /// The heads' corpus n-gram table (`--corpus-ngrams`), used by every `auto` cell.
     pub corpus_ngrams: Option<std::sync::Arc<tokenswift_infer::decoding::ngram::ContextTable>>,
-    /// Repetitions of every cell, the order of the two methods flipped each time.
+    /// Repetitions of every cell (each runs the two methods in alternating chunks).
     pub repeats: usize,
     /// Model, heads, draft vocabulary and corpus table, fingerprinted
     /// ([`Provenance::of`] on the fields above).
@@ -295,7 +295,6 @@ pub fn run_grid(
                 corpus_ngrams: bench.corpus_ngrams.clone(),
                 ..s.ts.clone()
             },
-            ar_first: i % 2 == 0,
             repeats: bench.repeats,
         };
         let work = cell_work(&cell);

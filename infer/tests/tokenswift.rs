@@ -1005,3 +1005,50 @@ fn device_partial_cache_selects_and_writes_like_the_host_and_the_per_slot_refere
         assert!(differs, "{name}: the negative control must differ");
     }
 }
+
+/// The paired runner (what `--compare-ar` and the evaluation time) produces exactly what the two
+/// methods produce alone, alternates in chunks (neither runs more than a chunk and one step
+/// ahead of the other), and times each method on its own steps: both decode times are positive
+/// and neither includes the other's (their sum is at most the run's wall time).
+#[test]
+fn paired_runs_equal_separate_runs_and_alternate_in_chunks() {
+    use tokenswift_infer::decoding::paired::{CHUNK, Method, generate_paired};
+    let model = tiny("llama-mha", true);
+    let heads = random_heads(&model, 5);
+    let p = prompt(30, 4, 64);
+    let n = 3 * CHUNK + 17;
+    for s in [greedy_with_penalty(), sampled(3)] {
+        let cfg = TokenSwiftConfig {
+            kv_budget: 40,
+            ngram_topk: 3,
+            ..Default::default()
+        };
+        let (mut ts_count, mut ar_count, mut widest_lead) = (0usize, 0usize, 0i64);
+        let mut switches = 0;
+        let mut last = None;
+        let t0 = std::time::Instant::now();
+        let r = generate_paired(&model, &heads, &p, n, &s, &cfg, &mut |pr| {
+            match pr.method {
+                Method::TokenSwift => ts_count = pr.generated,
+                Method::Ar => ar_count = pr.generated,
+            }
+            switches += usize::from(last.is_some_and(|m| m != pr.method));
+            last = Some(pr.method);
+            widest_lead = widest_lead.max((ts_count as i64 - ar_count as i64).abs());
+            Ok(())
+        })
+        .unwrap();
+        let wall = t0.elapsed();
+        let (alone, _) = ts(&model, &heads, &p, n, &s, &cfg);
+        assert_eq!(r.ts_tokens, alone);
+        assert_eq!(r.ar_tokens, ar(&model, &p, n, &s));
+        assert_eq!((ts_count, ar_count), (n, n));
+        assert!(switches >= 2 * (n / CHUNK) - 1, "{switches} switches");
+        assert!(widest_lead <= (CHUNK + 32) as i64, "lead {widest_lead}");
+        let (a, b) = (r.ts_stats.decode_time, r.ar_stats.decode_time);
+        assert!(a > std::time::Duration::ZERO && b > std::time::Duration::ZERO);
+        assert!(a + b <= wall, "{a:?} + {b:?} > {wall:?}");
+        assert_eq!(r.ar_stats.generated_tokens, n);
+        assert_eq!(r.ts_stats.generated_tokens, n);
+    }
+}

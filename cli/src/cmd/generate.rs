@@ -234,7 +234,14 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                 &quiet,
                 &mut std::io::sink(),
             )?;
-            generate_ar(&model, &ids, n, &sampling, args.stop_at_eos, &mut |_| Ok(()))?;
+            generate_ar(
+                &model,
+                &ids,
+                n,
+                &sampling,
+                args.stop_at_eos,
+                &mut |_| Ok(()),
+            )?;
             let r = stream_paired(
                 &model, heads, &tokenizer, &ids, &sampling, &cfg, &args, &ui, &mut out,
             )?;
@@ -254,7 +261,11 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
                 if r.ar_tokens == r.ts_tokens {
                     "identical token for token".to_string()
                 } else {
-                    let first = r.ar_tokens.iter().zip(&r.ts_tokens).position(|(a, b)| a != b);
+                    let first = r
+                        .ar_tokens
+                        .iter()
+                        .zip(&r.ts_tokens)
+                        .position(|(a, b)| a != b);
                     format!(
                         "differ from token {} on (floating-point ties between the batched verify pass and the one-token pass)",
                         first.unwrap_or(r.ar_tokens.len().min(r.ts_tokens.len()))

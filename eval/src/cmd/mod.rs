@@ -48,8 +48,9 @@ pub struct RunArgs {
     /// Run directory.
     #[arg(long, default_value = "reports/run")]
     pub out: PathBuf,
-    /// Repetitions of every cell, the order of AR and TokenSwift flipped each time (this
-    /// machine drifts; 2 cancels a first-or-second bias). Latencies are summed over them.
+    /// Repetitions of every cell, each running AR and TokenSwift in alternating chunks of 64
+    /// tokens, each timed on its own steps (this machine drifts; alternating puts both methods
+    /// on the same machine). Latencies are summed over them.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
     /// Run only slice I of N of the grid (e.g. `--shard $((SLURM_ARRAY_TASK_ID+1))/8`), into

@@ -250,7 +250,7 @@ impl Caption {
                 .into(),
         );
         let settings = format!(
-            "Model `{}`; prefill {}; generation {} tokens; {} repetition(s) per cell, the order of AR and TokenSwift flipped each time; sampler as in the paper unless listed below.",
+            "Model `{}`; prefill {}; generation {} tokens; {} repetition(s) per cell, AR and TokenSwift in alternating chunks of 64 tokens, each timed on its own steps; sampler as in the paper unless listed below.",
             run.model.model,
             list(prefills),
             list(lengths),

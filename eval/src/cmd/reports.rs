@@ -29,7 +29,7 @@ pub struct ReportsArgs {
     /// Only the speedup runs and the ceiling; keep the sweeps as they are.
     #[arg(long)]
     pub skip_sweeps: bool,
-    /// Repetitions of every cell, the order of AR and TokenSwift flipped each time.
+    /// Repetitions of every cell (each runs AR and TokenSwift in alternating chunks).
     #[arg(long, default_value_t = 2)]
     pub repeats: usize,
 }

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::model::prompt::{check_context, prefill};
 use crate::model::cache::KvCache;
+use crate::model::prompt::{check_context, prefill};
 use crate::model::{AttentionMask, LogitRows, Model};
 use crate::sampling::{SamplerRng, SamplingConfig, draw, penalty_window_tokens};
 
