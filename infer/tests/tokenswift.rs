@@ -1007,8 +1007,8 @@ fn device_partial_cache_selects_and_writes_like_the_host_and_the_per_slot_refere
 }
 
 /// The paired runner (what `--compare-ar` and the evaluation time) produces exactly what the two
-/// methods produce alone, alternates in chunks (neither runs more than a chunk and one step
-/// ahead of the other), and times each method on its own steps: both decode times are positive
+/// methods produce alone, alternates in chunks (the order flipped every chunk; neither runs more
+/// than a chunk and one step ahead of the other), and times each method on its own steps: both decode times are positive
 /// and neither includes the other's (their sum is at most the run's wall time).
 #[test]
 fn paired_runs_equal_separate_runs_and_alternate_in_chunks() {
@@ -1043,7 +1043,7 @@ fn paired_runs_equal_separate_runs_and_alternate_in_chunks() {
         assert_eq!(r.ts_tokens, alone);
         assert_eq!(r.ar_tokens, ar(&model, &p, n, &s));
         assert_eq!((ts_count, ar_count), (n, n));
-        assert!(switches >= 2 * (n / CHUNK) - 1, "{switches} switches");
+        assert!(switches >= n / CHUNK, "{switches} switches");
         assert!(widest_lead <= (CHUNK + 32) as i64, "lead {widest_lead}");
         let (a, b) = (r.ts_stats.decode_time, r.ar_stats.decode_time);
         assert!(a > std::time::Duration::ZERO && b > std::time::Duration::ZERO);

@@ -51,8 +51,8 @@ pub struct PairedOutcome {
 }
 
 /// Generates up to `max_new` tokens with TokenSwift and with AR, in alternating chunks of
-/// [`CHUNK`] tokens (TokenSwift first; AR then catches up to TokenSwift's count). Both prefill
-/// first (timed in their stats, not in the decode times).
+/// [`CHUNK`] tokens (the order flipped every chunk). Both prefill first (timed in their stats,
+/// not in the decode times).
 #[allow(clippy::too_many_arguments)]
 pub fn generate_paired(
     model: &Model,
@@ -74,39 +74,45 @@ pub fn generate_paired(
         elapsed: ts_time,
         stats: Some(ts.stats()),
     })?;
-    loop {
-        let target = (ts.generated().len() / CHUNK + 1) * CHUNK;
-        while !ts.is_done() && ts.generated().len() < target {
-            let t = Instant::now();
-            let (tokens, accepted) = ts.step()?;
-            ts_time += t.elapsed();
-            on_progress(PairedProgress {
-                method: Method::TokenSwift,
-                tokens: &tokens,
-                accepted,
-                generated: ts.generated().len(),
-                elapsed: ts_time,
-                stats: Some(ts.stats()),
-            })?;
-        }
-        // AR catches up (to the end once TokenSwift is done, in case their outputs differ).
-        while !ar.is_done() && (ts.is_done() || ar.generated().len() < ts.generated().len()) {
-            let t = Instant::now();
-            let token = ar.step()?;
-            ar_time += t.elapsed();
-            if let Some(token) = token {
-                on_progress(PairedProgress {
-                    method: Method::Ar,
-                    tokens: &[token],
-                    accepted: 0,
-                    generated: ar.generated().len(),
-                    elapsed: ar_time,
-                    stats: None,
-                })?;
+    // Chunk k: both methods advance to k·CHUNK tokens (TokenSwift may pass it by part of a
+    // step), TokenSwift first in odd chunks and AR first in even ones, so neither always follows
+    // the other (whatever a switch costs, each pays it alike).
+    let mut k = 0;
+    while !(ts.is_done() && ar.is_done()) {
+        k += 1;
+        let target = k * CHUNK;
+        for ts_turn in [k % 2 == 1, k % 2 == 0] {
+            if ts_turn {
+                while !ts.is_done() && ts.generated().len() < target {
+                    let t = Instant::now();
+                    let (tokens, accepted) = ts.step()?;
+                    ts_time += t.elapsed();
+                    on_progress(PairedProgress {
+                        method: Method::TokenSwift,
+                        tokens: &tokens,
+                        accepted,
+                        generated: ts.generated().len(),
+                        elapsed: ts_time,
+                        stats: Some(ts.stats()),
+                    })?;
+                }
+            } else {
+                while !ar.is_done() && ar.generated().len() < target {
+                    let t = Instant::now();
+                    let token = ar.step()?;
+                    ar_time += t.elapsed();
+                    if let Some(token) = token {
+                        on_progress(PairedProgress {
+                            method: Method::Ar,
+                            tokens: &[token],
+                            accepted: 0,
+                            generated: ar.generated().len(),
+                            elapsed: ar_time,
+                            stats: None,
+                        })?;
+                    }
+                }
             }
-        }
-        if ts.is_done() && ar.is_done() {
-            break;
         }
     }
     let (ts_tokens, mut ts_stats) = ts.finish();
