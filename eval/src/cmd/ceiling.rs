@@ -238,8 +238,7 @@ pub fn ceiling_report(
         )?;
         bar.finish_and_clear();
         let (ts_out, st) = (r.ts_tokens, r.ts_stats);
-        let speed =
-            r.ar_stats.decode_time.as_secs_f64() / st.decode_time.as_secs_f64().max(1e-9);
+        let speed = r.ar_stats.decode_time.as_secs_f64() / st.decode_time.as_secs_f64().max(1e-9);
         md.push_str(&format!(
             "\nThe real planner (`--tree {:?} --draft {:?}`, n-gram lag {:?}, heads and n-grams as \
              measured): **{:.2} tokens/step, {:.2}× measured** against AR run alongside it in \
@@ -251,7 +250,11 @@ pub fn ceiling_report(
             speed,
             st.steps,
             st.ar_steps,
-            if ts_out == output { "identical to" } else { "DIFFERENT from" }
+            if ts_out == output {
+                "identical to"
+            } else {
+                "DIFFERENT from"
+            }
         ));
     }
     Ok(md)
