@@ -252,9 +252,14 @@ pub fn run(args: GenerateArgs, ui: Ui) -> Result<()> {
             let ts_ms =
                 stats.decode_time.as_secs_f64() * 1000.0 / stats.generated_tokens.max(1) as f64;
             let ar_ms = ar.decode_time.as_secs_f64() * 1000.0 / ar.generated_tokens.max(1) as f64;
+            let speedup = if ts_ms > 0.0 && ar_ms > 0.0 {
+                format!("{:.2}×", ar_ms / ts_ms)
+            } else {
+                // One token: both drew it from the prefill's logits; no decode step to time.
+                "n/a".to_string()
+            };
             eprintln!(
-                "speedup vs AR: {:.2}× ({:.1} → {:.1} ms/token; the two ran in alternating chunks of {CHUNK} tokens, each timed on its own steps), α {:.3}; outputs {}",
-                ar_ms / ts_ms,
+                "speedup vs AR: {speedup} ({:.1} → {:.1} ms/token; the two ran in alternating chunks of {CHUNK} tokens, each timed on its own steps), α {:.3}; outputs {}",
                 ar_ms,
                 ts_ms,
                 stats.acceptance_rate(),

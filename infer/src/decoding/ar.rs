@@ -31,8 +31,9 @@ impl GenerationStats {
     }
 }
 
-/// An autoregressive generation in progress, one token per [`ArSession::step`]: prefill and the
-/// first draw in [`ArSession::new`], then one forward pass per token.
+/// An autoregressive generation in progress: prefill and the first draw in [`ArSession::new`]
+/// (as [`super::session::Session::new`] does), then one forward pass and one draw per
+/// [`ArSession::step`].
 pub struct ArSession<'a> {
     model: &'a Model,
     sampling: SamplingConfig,
@@ -49,7 +50,8 @@ pub struct ArSession<'a> {
 }
 
 impl<'a> ArSession<'a> {
-    /// Prefills `prompt` (timed in the stats); the first token is drawn by the first `step`.
+    /// Prefills `prompt` (timed in the stats) and draws the first token (if `max_new > 0`;
+    /// available as [`ArSession::generated`]).
     pub fn new(
         model: &'a Model,
         prompt: &[u32],
@@ -64,7 +66,7 @@ impl<'a> ArSession<'a> {
         let logits = prefill(model, prompt, &mut cache, &mut |_| {})?;
         let mut history = Vec::with_capacity(prompt.len() + max_new);
         history.extend_from_slice(prompt);
-        Ok(Self {
+        let mut session = Self {
             model,
             sampling: sampling.clone(),
             cache,
@@ -79,15 +81,15 @@ impl<'a> ArSession<'a> {
                 ..Default::default()
             },
             done: max_new == 0,
-        })
+        };
+        if !session.done {
+            session.draw_next();
+        }
+        Ok(session)
     }
 
-    /// Draws the next token, then (unless generation is finished) runs the forward pass that
-    /// gives the logits of the one after it. `None` once finished.
-    pub fn step(&mut self) -> Result<Option<u32>> {
-        if self.done {
-            return Ok(None);
-        }
+    /// Draws the next token from the current logits and appends it.
+    fn draw_next(&mut self) -> u32 {
         let sampling = &self.sampling;
         let window = penalty_window_tokens(&self.history, &[], sampling.penalty_window);
         let token = draw(sampling, &mut self.rng, &mut self.logits, &window);
@@ -101,12 +103,18 @@ impl<'a> ArSession<'a> {
         if generated == self.max_new {
             self.done = true;
         }
+        token
+    }
+
+    /// Runs the forward pass of the last token, then draws the next one. `None` once finished.
+    pub fn step(&mut self) -> Result<Option<u32>> {
         if self.done {
-            return Ok(Some(token));
+            return Ok(None);
         }
+        let last = *self.history.last().expect("the first token was drawn");
         let pos = self.cache.len();
         let out = self.model.forward(
-            &[token],
+            &[last],
             &[pos],
             &AttentionMask::Causal,
             &mut self.cache,
@@ -116,7 +124,7 @@ impl<'a> ArSession<'a> {
         // The logits row into the same buffer every step (as TokenSwift's verify does).
         self.model
             .logits_of_rows_vec(&out.hidden, &[0], &mut self.logits);
-        Ok(Some(token))
+        Ok(Some(self.draw_next()))
     }
 
     pub fn is_done(&self) -> bool {
@@ -142,7 +150,7 @@ impl<'a> ArSession<'a> {
 }
 
 /// Generates up to `max_new` tokens after `prompt` autoregressively; `on_token` receives each token
-/// as it is produced.
+/// as it is produced. The decode time runs from after the first draw (as TokenSwift's does).
 pub fn generate_ar(
     model: &Model,
     prompt: &[u32],
@@ -153,6 +161,9 @@ pub fn generate_ar(
 ) -> Result<(Vec<u32>, GenerationStats)> {
     let mut session = ArSession::new(model, prompt, max_new, sampling, stop_at_eos)?;
     let t1 = Instant::now();
+    if let Some(&first) = session.generated().first() {
+        on_token(first)?;
+    }
     while let Some(token) = session.step()? {
         on_token(token)?;
     }

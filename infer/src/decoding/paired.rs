@@ -66,6 +66,7 @@ pub fn generate_paired(
     let mut ts = Session::new(model, heads, prompt, max_new, sampling, cfg)?;
     let mut ar = ArSession::new(model, prompt, max_new, sampling, cfg.stop_at_eos)?;
     let (mut ts_time, mut ar_time) = (Duration::ZERO, Duration::ZERO);
+    // Both drew their first token when created (from the prefill's logits, untimed alike).
     on_progress(PairedProgress {
         method: Method::TokenSwift,
         tokens: &[ts.first_token()],
@@ -73,6 +74,14 @@ pub fn generate_paired(
         generated: 1,
         elapsed: ts_time,
         stats: Some(ts.stats()),
+    })?;
+    on_progress(PairedProgress {
+        method: Method::Ar,
+        tokens: &ar.generated()[..1],
+        accepted: 0,
+        generated: 1,
+        elapsed: ar_time,
+        stats: None,
     })?;
     // Chunk k: both methods advance to k·CHUNK tokens (TokenSwift may pass it by part of a
     // step), TokenSwift first in odd chunks and AR first in even ones, so neither always follows
