@@ -83,21 +83,48 @@ pub fn ceiling_report(
         best_schedule, ceiling, ngram_options, pass_cost, perfect_options, ranks,
     };
     tokenswift_infer::model::prompt::check_context(model, prompt.len(), gen_len)?;
-    let bar = ui.bar(gen_len as u64, "AR run");
-    let mut n = 0u64;
-    let (output, _) = tokenswift_infer::decoding::ar::generate_ar(
-        model,
-        prompt,
-        gen_len,
-        sampling,
-        false,
-        &mut |_| {
-            n += 1;
-            bar.set_position(n);
-            Ok(())
-        },
-    )?;
-    bar.finish_and_clear();
+    // The AR output the replay ranks: with the real configuration, the AR side of its paired
+    // run (timed against TokenSwift in alternating chunks, DESIGN §7), so AR generates once.
+    let (output, measured) = match real {
+        Some(real) => {
+            let bar = ui.bar(2 * gen_len as u64, "TokenSwift and AR, alternating");
+            let r = tokenswift_infer::decoding::paired::generate_paired(
+                model,
+                real.heads,
+                prompt,
+                gen_len,
+                sampling,
+                &real.cfg,
+                &mut |p| {
+                    bar.inc(p.tokens.len() as u64);
+                    Ok(())
+                },
+            )?;
+            bar.finish_and_clear();
+            (
+                r.ar_tokens,
+                Some((real, r.ts_tokens, r.ts_stats, r.ar_stats)),
+            )
+        }
+        None => {
+            let bar = ui.bar(gen_len as u64, "AR run");
+            let mut n = 0u64;
+            let (output, _) = tokenswift_infer::decoding::ar::generate_ar(
+                model,
+                prompt,
+                gen_len,
+                sampling,
+                false,
+                &mut |_| {
+                    n += 1;
+                    bar.set_position(n);
+                    Ok(())
+                },
+            )?;
+            bar.finish_and_clear();
+            (output, None)
+        }
+    };
     let spinner = ui.spinner("ranking the output's tokens in their distributions".to_string());
     let r = ranks(model, prompt, &output, sampling)?;
     spinner.finish_and_clear();
@@ -202,7 +229,9 @@ pub fn ceiling_report(
             vec![0, window],
         ));
     }
-    let corpus = real.as_ref().and_then(|r| r.cfg.corpus_ngrams.clone());
+    let corpus = measured
+        .as_ref()
+        .and_then(|(r, ..)| r.cfg.corpus_ngrams.clone());
     let mut sources: Vec<(String, Vec<usize>, Option<&_>)> =
         sources.into_iter().map(|(n, l)| (n, l, None)).collect();
     if let Some(c) = &corpus {
@@ -221,24 +250,8 @@ pub fn ceiling_report(
             m as f64 / c
         ));
     }
-    if let Some(real) = real {
-        // Timed against AR in alternating chunks (DESIGN §7), not against the AR run above.
-        let bar = ui.bar(2 * gen_len as u64, "TokenSwift and AR, alternating");
-        let r = tokenswift_infer::decoding::paired::generate_paired(
-            model,
-            real.heads,
-            prompt,
-            gen_len,
-            sampling,
-            &real.cfg,
-            &mut |p| {
-                bar.inc(p.tokens.len() as u64);
-                Ok(())
-            },
-        )?;
-        bar.finish_and_clear();
-        let (ts_out, st) = (r.ts_tokens, r.ts_stats);
-        let speed = r.ar_stats.decode_time.as_secs_f64() / st.decode_time.as_secs_f64().max(1e-9);
+    if let Some((real, ts_out, st, ar_stats)) = measured {
+        let speed = ar_stats.decode_time.as_secs_f64() / st.decode_time.as_secs_f64().max(1e-9);
         md.push_str(&format!(
             "\nThe real planner (`--tree {:?} --draft {:?}`, n-gram lag {:?}, heads and n-grams as \
              measured): **{:.2} tokens/step, {:.2}× measured** against AR run alongside it in \

@@ -53,7 +53,6 @@ pub struct PairedOutcome {
 /// Generates up to `max_new` tokens with TokenSwift and with AR, in alternating chunks of
 /// [`CHUNK`] tokens (the order flipped every chunk). Both prefill first (timed in their stats,
 /// not in the decode times).
-#[allow(clippy::too_many_arguments)]
 pub fn generate_paired(
     model: &Model,
     heads: &DraftHeads,
