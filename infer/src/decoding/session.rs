@@ -471,6 +471,14 @@ impl<'a> Session<'a> {
     pub fn finish(mut self) -> (Vec<u32>, TokenSwiftStats) {
         if std::env::var_os("TOKENSWIFT_EXPLAIN_PLANNER").is_some() {
             eprintln!("{}", self.planner.summary());
+            let per_step =
+                |d: std::time::Duration| 1e6 * d.as_secs_f64() / self.stats.steps.max(1) as f64;
+            eprintln!(
+                "per step (µs): draft {:.0}, verify {:.0}, accept+update {:.0}",
+                per_step(self.stats.draft_time),
+                per_step(self.stats.verify_time),
+                per_step(self.stats.update_time)
+            );
         }
         self.stats.decode_time = self.started.elapsed();
         let generated = self.history.split_off(self.stats.prompt_tokens);
@@ -497,7 +505,6 @@ impl<'a> Session<'a> {
         let outcome = self.accept(&trie, &verified);
         let start = self.history.len();
         let (emitted, accepted) = self.commit(&trie, &of_candidate, &cands, &outcome, &verified)?;
-        self.stats.update_time += tu.elapsed();
 
         let sources = times.heads.unwrap_or(0.0) + times.separate.unwrap_or(0.0);
         let secs = t_step.elapsed().as_secs_f64() - sources;
@@ -510,6 +517,7 @@ impl<'a> Session<'a> {
         };
         self.planner.observe_step(outcome, cands, start);
         self.planner.score(&self.history);
+        self.stats.update_time += tu.elapsed();
         Ok((emitted, accepted))
     }
 

@@ -205,8 +205,8 @@ fn block<const R: usize, const NP: usize, const FMA: bool>(
     }
 }
 
-/// One register tile of `rows` rows (at most [`MR_WIDE`]) from `row0` over panel `p`, at depth
-/// range `range`.
+/// One register tile of `rows` rows (at most [`MR`]) from `row0` over panel `p`, at depth range
+/// `range`.
 #[inline(always)]
 fn rows_1p<const FMA: bool>(
     x: &[f32],
@@ -221,11 +221,11 @@ fn rows_1p<const FMA: bool>(
         ($($r:literal)*) => {
             match rows {
                 $($r => block::<$r, 1, FMA>(x, w, p, row0, range, y),)*
-                _ => unreachable!("at most 12 rows per tile"),
+                _ => unreachable!("at most {MR} rows per tile"),
             }
         };
     }
-    go!(1 2 3 4 5 6 7 8 9 10 11 12)
+    go!(1 2 3 4 5 6)
 }
 
 #[inline(always)]
@@ -260,25 +260,26 @@ fn run_panels<const NP: usize, const FMA: bool>(
     }
 }
 
-/// Rows per register tile of the one-panel path: a verify of up to this many tokens is one tile,
-/// so every weight value is loaded once and used by every row (16 rows spill registers).
-const MR_WIDE: usize = 12;
-/// Up to this many rows take the one-panel path, in balanced tiles of at most [`MR_WIDE`] rows
-/// that reuse the panel from cache.
-const WIDE_ROWS: usize = 3 * MR_WIDE;
+/// Up to this many rows, the one-panel path (16 vector registers) runs balanced tiles of at
+/// most [`MR`] rows over the whole depth, reusing each panel from cache.
+const ONE_PANEL_ROWS: usize = 36;
 
-/// One task: panels `p0..p1`, all rows. Up to [`MR`] rows: two panels per register tile. Up to
-/// [`WIDE_ROWS`] rows: one panel per tile, in as few tiles as fit the registers (the weights
-/// stream from memory once). More rows (prefill): two-panel tiles of [`MR`] rows over depth
-/// blocks that stay in L1.
+/// One task: panels `p0..p1`, all rows.
+///
+/// With AVX-512's 32 registers (`WIDE`): two-panel tiles of at most [`MR`] rows (12
+/// accumulators), over the whole depth up to [`MR`] rows and over depth blocks of [`KC`] that
+/// stay in L1 beyond (a verify of 7–36 tokens, the attention of a 3–12-token verify, prefill).
+/// A one-panel tile of up to 12 rows, which streams each weight once for every row, measured
+/// slower here for 7–16 rows: the attention of a 4-token verify at a 2000-token context −25 %
+/// (`examples/attn_bench.rs`), f32 weights at 8–16 rows −20 % (`examples/kernel_bench.rs`).
+///
+/// With 16 vector registers (`!WIDE`: AVX2, baseline) every tile is one panel of at most [`MR`]
+/// rows (12 accumulators, the classic 6×16 AVX2 tile), over the whole depth up to
+/// [`ONE_PANEL_ROWS`] rows and over depth blocks beyond.
 ///
 /// Every output is accumulated over the depth in the same order whatever the tiling (depth
 /// blocks store and reload the exact partial sums), so a row's result does not depend on how
 /// many rows are computed with it.
-///
-/// With 16 vector registers (`!WIDE`: AVX2, baseline) every tile is one panel of at most [`MR`]
-/// rows (12 accumulators, the classic 6×16 AVX2 tile): the two-panel and 12-row tiles above
-/// need AVX-512's 32 registers and spill on AVX2.
 #[inline(always)]
 pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
     x: &[f32],
@@ -288,23 +289,21 @@ pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
     p1: usize,
     y: &OutPtr,
 ) {
-    // One-panel tiles from `first_row_count` rows up, at most `tile_max` rows each.
-    let (first_row_count, tile_max) = if WIDE { (MR + 1, MR_WIDE) } else { (1, MR) };
-    if m >= first_row_count && m <= WIDE_ROWS {
-        let tile = m.div_ceil(m.div_ceil(tile_max));
-        for p in p0..p1 {
-            let mut row0 = 0;
-            while row0 < m {
-                let rows = tile.min(m - row0);
-                rows_1p::<FMA>(x, w, p, row0, rows, (0, w.k), y);
-                row0 += rows;
-            }
-        }
-        return;
-    }
     if !WIDE {
-        for p in p0..p1 {
-            run_panels::<1, FMA>(x, m, w, p, y);
+        if m <= ONE_PANEL_ROWS {
+            let tile = m.div_ceil(m.div_ceil(MR));
+            for p in p0..p1 {
+                let mut row0 = 0;
+                while row0 < m {
+                    let rows = tile.min(m - row0);
+                    rows_1p::<FMA>(x, w, p, row0, rows, (0, w.k), y);
+                    row0 += rows;
+                }
+            }
+        } else {
+            for p in p0..p1 {
+                run_panels::<1, FMA>(x, m, w, p, y);
+            }
         }
         return;
     }
@@ -461,9 +460,58 @@ mod tests {
         y
     }
 
-    /// A row's product is the same bits whatever the number of rows computed with it (one-row,
-    /// register-tile, one-panel and depth-blocked prefill paths; k above the depth block), the
-    /// property verify/AR bit-identity rests on.
+    /// `matmul_packed` through one tile body: the 32-register (`WIDE`) or the 16-register one,
+    /// with or without fused multiply-adds, whatever this CPU dispatches to.
+    fn matmul_with(body: u8, x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
+        let p = w.panels();
+        par_panel_ranges(x.len(), y, m, (p.n, p.k), |p0, p1, out| match body {
+            0 => task_body::<true, true>(x, m, &p, p0, p1, out),
+            1 => task_body::<true, false>(x, m, &p, p0, p1, out),
+            _ => task_body::<false, false>(x, m, &p, p0, p1, out),
+        });
+    }
+
+    /// A row's product is the same bits whatever the number of rows computed with it, in every
+    /// tile body (one-row, two-panel, one-panel and depth-blocked paths; k above the depth
+    /// block), the property verify/AR bit-identity rests on.
+    #[test]
+    fn a_rows_product_does_not_depend_on_the_row_count_in_any_tile_body() {
+        let (n, k) = (50, 700);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let packed = PackedMatrix::pack(&w, n, k);
+        let rows = 40;
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        for body in 0..3u8 {
+            let alone: Vec<Vec<f32>> = (0..rows)
+                .map(|r| {
+                    let mut y = vec![f32::NAN; n];
+                    matmul_with(body, &x[r * k..(r + 1) * k], 1, &packed, &mut y);
+                    y
+                })
+                .collect();
+            for m in [2, 6, 7, 12, 13, 36, 37, 40] {
+                let mut y = vec![f32::NAN; m * n];
+                matmul_with(body, &x[..m * k], m, &packed, &mut y);
+                for (r, a) in alone.iter().enumerate().take(m) {
+                    let same = y[r * n..(r + 1) * n]
+                        .iter()
+                        .zip(a)
+                        .all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(
+                        same,
+                        "body {body}: row {r} of {m} differs from the row alone"
+                    );
+                }
+            }
+        }
+    }
+
+    /// As above through the dispatched kernel, and the property verify/AR bit-identity rests on
+    /// (one-row, register-tile and depth-blocked prefill paths; k above the depth block).
     #[test]
     fn a_rows_product_does_not_depend_on_the_row_count() {
         let (n, k) = (50, 700);
