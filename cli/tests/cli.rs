@@ -336,6 +336,48 @@ fn bench_peer_without_its_gguf_is_refused() {
     assert_one_sentence_error(&out, &["--llamacpp needs --gguf FILE"]);
 }
 
+/// `bench` on a tiny model: the decode table gives a rate from two tokens on, and says "n/a"
+/// (not "inf") when the only token came from the prefill.
+#[test]
+fn bench_decode_rate_needs_two_tokens() {
+    let dir = tiny_with_tokenizer();
+    let model = dir.path().display().to_string();
+    let run = |n: &str| {
+        let out = tokenswift(&[
+            "bench",
+            "--quiet",
+            "--model",
+            &model,
+            "--contexts",
+            "8",
+            "--q",
+            "1,2",
+            "--reps",
+            "1",
+            "--decode-tokens",
+            n,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let row = text
+            .lines()
+            .skip_while(|l| !l.starts_with("## prefill and decode"))
+            .find(|l| l.starts_with("| 8 |"))
+            .expect("a decode row for context 8")
+            .to_string();
+        assert!(!text.contains("inf"), "{text}");
+        row
+    };
+    assert!(run("1").ends_with("| n/a | n/a |"));
+    let row = run("4");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert!(cells[3].parse::<f64>().unwrap() > 0.0, "{row}");
+}
+
 /// `--kernels burn` runs the forward pass as burn ops on the CPU (the code a GPU runs) and says
 /// so; `--kernels host` (the default) runs the packed kernels; quantised `--weights` with burn ops
 /// are refused in one sentence.
