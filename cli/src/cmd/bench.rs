@@ -399,17 +399,13 @@ pub fn run(args: BenchArgs, ui: Ui) -> Result<()> {
             &mut |_| Ok(()),
         )?;
         pb.finish_and_clear();
-        // The first token comes from the prefill's logits: the decode time covers one forward
-        // pass per later token, so it measures a rate only from two tokens on.
-        let passes = stats.forward_passes;
-        if passes == 0 {
+        let Some(rate) = stats.decode_passes_per_second() else {
             println!(
                 "| {ctx} | {:.0} | n/a | n/a |",
                 stats.prefill_tokens_per_second()
             );
             continue;
-        }
-        let rate = passes as f64 / stats.decode_time.as_secs_f64().max(1e-9);
+        };
         decode.push((ctx, rate));
         println!(
             "| {ctx} | {:.0} | {rate:.2} | {:.1} |",

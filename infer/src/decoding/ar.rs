@@ -29,6 +29,12 @@ impl GenerationStats {
     pub fn decode_tokens_per_second(&self) -> f64 {
         self.generated_tokens as f64 / self.decode_time.as_secs_f64().max(1e-9)
     }
+    /// Decode forward passes per second (one per token after the first, which comes from the
+    /// prefill's logits); `None` when no pass ran.
+    pub fn decode_passes_per_second(&self) -> Option<f64> {
+        (self.forward_passes > 0)
+            .then(|| self.forward_passes as f64 / self.decode_time.as_secs_f64().max(1e-9))
+    }
 }
 
 /// An autoregressive generation in progress: prefill and the first draw in [`ArSession::new`]
