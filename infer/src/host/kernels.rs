@@ -17,6 +17,8 @@ pub const PANEL: usize = 16;
 const MR: usize = 6;
 /// Depth per cache block (a panel pair's slice is 2·16·KC·4 bytes = 16 KiB, half of a 32 KiB L1).
 const KC: usize = 128;
+/// Depth steps (panel rows of 64 bytes, one cache line each) a tile asks for ahead of its loads.
+const PREFETCH_AHEAD: usize = 16;
 
 /// A weight matrix `[n, k]` (HF `[out, in]` layout) packed for [`matmul_packed`].
 #[derive(Debug, Clone)]
@@ -115,6 +117,20 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
     // A local copy, so the accumulators live in registers for the whole loop.
     let mut acc = *out;
     for kk in k0..k1 {
+        // Each panel is its own stream (panels lie `k·16` floats apart), and the attention's
+        // panels (the KV cache: 46 KB per cached token) come from L3 on every pass: asking for
+        // the line `PREFETCH_AHEAD` depth steps ahead made the value product of attention 11 %
+        // (one token) to 19 % (two) faster in a forward pass at a 2000-token context
+        // (DESIGN §6.1).
+        #[cfg(target_arch = "x86_64")]
+        for p in panels.iter().filter(|_| R >= 2) {
+            // SAFETY: a prefetch is a hint that never faults; the address is only computed.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.as_ptr().wrapping_add((kk + PREFETCH_AHEAD) * PANEL) as *const i8,
+                )
+            };
+        }
         let mut w = [[0f32; PANEL]; NP];
         for (p, wp) in w.iter_mut().enumerate() {
             // SAFETY: kk < k1 and every panel holds at least k1·PANEL values (asserted above).
