@@ -120,8 +120,9 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
         // Each panel is its own stream (panels lie `k·16` floats apart), and the attention's
         // panels (the KV cache: 46 KB per cached token) come from L3 on every pass: asking for
         // the line `PREFETCH_AHEAD` depth steps ahead made the value product of attention 11 %
-        // (one token) to 19 % (two) faster in a forward pass at a 2000-token context
-        // (DESIGN §6.1).
+        // (one token) to 19 % (two) faster in a forward pass at a 2000-token context, and f32
+        // weights at 2–16 rows 8–13 %. A one-row tile (two loads per depth step, load-bound
+        // already) measured ~5 % slower with it, so it has none (DESIGN §6.1).
         #[cfg(target_arch = "x86_64")]
         for p in panels.iter().filter(|_| R >= 2) {
             // SAFETY: a prefetch is a hint that never faults; the address is only computed.

@@ -179,7 +179,7 @@ fn softmax_rows(scores: &mut [f32], total: usize, scale: f32, bias: Option<&[f32
     };
     // A few short rows take less time than handing them to the thread pool: one token's 3 rows
     // at a 2000-token context (6000 scores) ran 0.33 → 0.44 ms per pass in parallel, two tokens'
-    // (12000) 0.65 → 0.46 ms (`examples/q_profile`, DESIGN §6.1).
+    // (12000) 0.65 → 0.46 ms (timed per segment of `layer_forward`, DESIGN §6.1).
     if scores.len() < 1 << 13 {
         scores.chunks_mut(total).enumerate().for_each(row);
     } else {
