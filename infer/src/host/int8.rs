@@ -244,7 +244,7 @@ fn panel_portable(xq: &QuantisedRows, r: usize, w: &IntMatrix, p: usize, out: &m
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::super::kernels::store_tile_avx512;
+    use super::super::kernels::{prefetch, store_tile_avx512};
     use super::{
         F_Q4_1, F_Q8_0, GROUP, IntMatrix, OutPtr, PANEL, QBLOCK, QuantisedRows, ROWS, groups,
         offset,
@@ -317,17 +317,12 @@ mod vnni {
             // forward pass at a 2000-token context −4 % at q = 1, −5 % at 2–4, −7 % at 8;
             // DESIGN §6.5).
             for (c, bc) in base.iter().enumerate() {
-                let ahead = bc.wrapping_add(PREFETCH_BLOCKS * g * GROUP);
-                for line in (0..g * GROUP).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
-                }
-                let ahead = w
+                prefetch(bc.wrapping_add(PREFETCH_BLOCKS * g * GROUP), g * GROUP);
+                let scales = w
                     .scales
                     .as_ptr()
                     .wrapping_add(((p0 + c) * nb + b + PREFETCH_BLOCKS) * sc * PANEL);
-                for line in (0..sc * PANEL).step_by(16) {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
-                }
+                prefetch(scales, sc * PANEL * 4);
             }
             // Four input quants as one lane's signed operand.
             // SAFETY: at + 4 <= k within row r (asserted above).

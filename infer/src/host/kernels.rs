@@ -123,14 +123,10 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
         // (one token) to 19 % (two) faster in a forward pass at a 2000-token context, and f32
         // weights at 2–16 rows 8–13 %. A one-row tile (two loads per depth step, load-bound
         // already) measured ~5 % slower with it, so it has none (DESIGN §6.1).
-        #[cfg(target_arch = "x86_64")]
-        for p in panels.iter().filter(|_| R >= 2) {
-            // SAFETY: a prefetch is a hint that never faults; the address is only computed.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p.as_ptr().wrapping_add((kk + PREFETCH_AHEAD) * PANEL) as *const i8,
-                )
-            };
+        if R >= 2 {
+            for p in &panels {
+                prefetch(p.as_ptr().wrapping_add((kk + PREFETCH_AHEAD) * PANEL), 64);
+            }
         }
         let mut w = [[0f32; PANEL]; NP];
         for (p, wp) in w.iter_mut().enumerate() {
@@ -158,6 +154,24 @@ fn microkernel<const R: usize, const NP: usize, const FMA: bool>(
         }
     }
     *out = acc;
+}
+
+/// Asks the CPU to bring the cache lines of the `bytes` bytes from `at` into L1: a hint, which
+/// never faults wherever `at` points (it may run past an allocation's end), so callers compute
+/// addresses ahead with `wrapping_add`. Shared by the f32 and block-quantised tiles.
+#[inline(always)]
+pub(super) fn prefetch<T>(at: *const T, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: a prefetch only computes the address; nothing is dereferenced.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (at as *const i8).wrapping_add(line),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (at, bytes);
 }
 
 /// Copies `n ≤ PANEL` floats; a whole panel (every panel but a matrix's last) as one fixed-size
