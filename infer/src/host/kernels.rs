@@ -297,12 +297,15 @@ const ONE_PANEL_ROWS: usize = 36;
 
 /// One task: panels `p0..p1`, all rows.
 ///
-/// With AVX-512's 32 registers (`WIDE`): two-panel tiles of at most [`MR`] rows (12
-/// accumulators), over the whole depth up to [`MR`] rows and over depth blocks of [`KC`] that
-/// stay in L1 beyond (a verify of 7–36 tokens, the attention of a 3–12-token verify, prefill).
-/// A one-panel tile of up to 12 rows, which streams each weight once for every row, measured
-/// slower here for 7–16 rows: the attention of a 4-token verify at a 2000-token context −25 %
-/// (`examples/attn_bench.rs`), f32 weights at 8–16 rows −20 % (`examples/kernel_bench.rs`).
+/// With AVX-512's 32 registers (`WIDE`): two-panel tiles of at most [`MR_WIDE`] rows (up to 24
+/// accumulators), balanced, over the whole depth up to [`MR_WIDE`] rows and over depth blocks of
+/// [`KC`] that stay in L1 beyond (a verify of 13 or more tokens, the attention of a 5-token or
+/// wider verify, prefill). Tiles of at most 6 rows (6 + 3 for 9 rows) made a 3- and a 4-token
+/// verify at a 2000-token context 5 % and 6 % slower, in the attention's products (`q_profile`,
+/// alternated pass by pass, DESIGN §6.1). A one-panel tile of up to 12 rows, which streams each
+/// weight once for every row, measured slower here for 7–16 rows: the attention of a 4-token
+/// verify at a 2000-token context −25 % (`examples/attn_bench.rs`), f32 weights at 8–16 rows
+/// −20 % (`examples/kernel_bench.rs`).
 ///
 /// With 16 vector registers (`!WIDE`: AVX2, baseline) every tile is one panel of at most [`MR`]
 /// rows (12 accumulators, the classic 6×16 AVX2 tile), over the whole depth up to
@@ -340,11 +343,58 @@ pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
     }
     let mut p = p0;
     while p + 2 <= p1 {
-        run_panels::<2, FMA>(x, m, w, p, y);
+        run_panels_wide::<2, FMA>(x, m, w, p, y);
         p += 2;
     }
     if p < p1 {
-        run_panels::<1, FMA>(x, m, w, p, y);
+        run_panels_wide::<1, FMA>(x, m, w, p, y);
+    }
+}
+
+/// Rows per register tile with AVX-512's 32 registers: 12 rows × 2 panels = 24 accumulators,
+/// plus the two panel vectors and a broadcast.
+const MR_WIDE: usize = 12;
+
+/// [`run_panels`] for the 32-register tiles: row blocks of at most [`MR_WIDE`] rows, balanced
+/// (9 rows run as one tile of 9, 18 as two of 9, not 6 + 3 and 12 + 6: a 3-row tile has too few
+/// independent accumulators to hide the multiply-add latency), over the whole depth when one
+/// block holds every row and over depth blocks of [`KC`] beyond.
+#[inline(always)]
+fn run_panels_wide<const NP: usize, const FMA: bool>(
+    x: &[f32],
+    m: usize,
+    w: &Panels,
+    first_panel: usize,
+    y: &OutPtr,
+) {
+    let blocks = m.div_ceil(MR_WIDE).max(1);
+    let tile = m.div_ceil(blocks);
+    let kc = if blocks > 1 { KC } else { w.k.max(1) };
+    let mut k0 = 0;
+    while k0 < w.k {
+        let k1 = (k0 + kc).min(w.k);
+        let mut row0 = 0;
+        while row0 < m {
+            let rows = (m - row0).min(tile);
+            let r = (k0, k1);
+            let p = first_panel;
+            match rows {
+                12 => block::<12, NP, FMA>(x, w, p, row0, r, y),
+                11 => block::<11, NP, FMA>(x, w, p, row0, r, y),
+                10 => block::<10, NP, FMA>(x, w, p, row0, r, y),
+                9 => block::<9, NP, FMA>(x, w, p, row0, r, y),
+                8 => block::<8, NP, FMA>(x, w, p, row0, r, y),
+                7 => block::<7, NP, FMA>(x, w, p, row0, r, y),
+                6 => block::<6, NP, FMA>(x, w, p, row0, r, y),
+                5 => block::<5, NP, FMA>(x, w, p, row0, r, y),
+                4 => block::<4, NP, FMA>(x, w, p, row0, r, y),
+                3 => block::<3, NP, FMA>(x, w, p, row0, r, y),
+                2 => block::<2, NP, FMA>(x, w, p, row0, r, y),
+                _ => block::<1, NP, FMA>(x, w, p, row0, r, y),
+            }
+            row0 += rows;
+        }
+        k0 = k1;
     }
 }
 
@@ -526,7 +576,7 @@ mod tests {
                     y
                 })
                 .collect();
-            for m in [2, 3, 4, 5, 6, 7, 12, 13, 36, 37, 70] {
+            for m in [2, 3, 4, 5, 6, 7, 9, 12, 13, 24, 25, 36, 37, 70] {
                 let mut y = vec![f32::NAN; m * n];
                 matmul_with(body, &x[..m * k], m, &packed, &mut y);
                 for (r, a) in alone.iter().enumerate().take(m) {
