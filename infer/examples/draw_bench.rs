@@ -10,7 +10,7 @@ fn main() {
         .map(|i| {
             let u = rng.uniform() as f32;
             let v = rng.uniform() as f32;
-            let g = (-2.0 * u.max(1e-9).ln()).sqrt() * (6.2831 * v).cos();
+            let g = (-2.0 * u.max(1e-9).ln()).sqrt() * (std::f32::consts::TAU * v).cos();
             g * 2.5 + if i % 997 == 0 { 8.0 } else { 0.0 }
         })
         .collect();
