@@ -15,7 +15,15 @@ fn main() {
         })
         .collect();
     let hist: Vec<u32> = (0..3000).map(|i| (i * 7919 % 49152) as u32).collect();
-    let cfg = SamplingConfig::default();
+    // GREEDY=1: temperature 0 with the same penalty (`--temperature 0`).
+    let cfg = if std::env::var("GREEDY").as_deref() == Ok("1") {
+        SamplingConfig {
+            temperature: 0.0,
+            ..SamplingConfig::default()
+        }
+    } else {
+        SamplingConfig::default()
+    };
     let mut row = base.clone();
     let mut times = Vec::new();
     let mut acc = 0u64;
