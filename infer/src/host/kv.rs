@@ -8,8 +8,11 @@ use super::kernels::{PANEL, Panels};
 /// head_dim]` matrix for [`super::kernels::matmul_panels`]) and values as panels over head dims
 /// (`[head_dim/16][cap][16]`, a `[head_dim, positions]` matrix).
 pub struct HostKv {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    /// Every layer's keys, `per_layer` floats each (one mapping, see [`Floats`]).
+    keys: Floats,
+    values: Floats,
+    per_layer: usize,
+    layers: usize,
     /// Temporaries of [`super::layer::layer_forward`], kept across layers and calls so the hot path does not
     /// allocate (and fault in fresh pages) per layer.
     pub(crate) scratch: Scratch,
@@ -25,8 +28,10 @@ impl HostKv {
         let per_layer = kv_heads * cap * head_dim.next_multiple_of(PANEL);
         Self {
             scratch: Scratch::default(),
-            keys: (0..layers).map(|_| prefaulted(per_layer)).collect(),
-            values: (0..layers).map(|_| prefaulted(per_layer)).collect(),
+            keys: Floats::zeroed(layers * per_layer),
+            values: Floats::zeroed(layers * per_layer),
+            per_layer,
+            layers,
             cap,
             kv_heads,
             head_dim,
@@ -48,7 +53,7 @@ impl HostKv {
     }
 
     pub fn layers(&self) -> usize {
-        self.keys.len()
+        self.layers
     }
 
     pub fn head_dim(&self) -> usize {
@@ -62,12 +67,12 @@ impl HostKv {
     /// Writes key/value vectors (`head_dim` each) of KV head `h` at `pos`.
     pub(crate) fn write(&mut self, layer: usize, h: usize, pos: usize, k: &[f32], v: &[f32]) {
         let (hd, cap, base) = (self.head_dim, self.cap, h * self.head_len());
-        let kb = &mut self.keys[layer][base..];
+        let kb = &mut self.keys[layer * self.per_layer + base..];
         let (panel, lane) = (pos / PANEL, pos % PANEL);
         for (kk, &x) in k.iter().enumerate() {
             kb[(panel * hd + kk) * PANEL + lane] = x;
         }
-        let vb = &mut self.values[layer][base..];
+        let vb = &mut self.values[layer * self.per_layer + base..];
         for (d, &x) in v.iter().enumerate() {
             vb[(d / PANEL) * cap * PANEL + pos * PANEL + d % PANEL] = x;
         }
@@ -75,12 +80,12 @@ impl HostKv {
 
     fn read(&self, layer: usize, h: usize, pos: usize, k: &mut [f32], v: &mut [f32]) {
         let (hd, cap, base) = (self.head_dim, self.cap, h * self.head_len());
-        let kb = &self.keys[layer][base..];
+        let kb = &self.keys[layer * self.per_layer + base..];
         let (panel, lane) = (pos / PANEL, pos % PANEL);
         for (kk, x) in k.iter_mut().enumerate() {
             *x = kb[(panel * hd + kk) * PANEL + lane];
         }
-        let vb = &self.values[layer][base..];
+        let vb = &self.values[layer * self.per_layer + base..];
         for (d, x) in v.iter_mut().enumerate() {
             *x = vb[(d / PANEL) * cap * PANEL + pos * PANEL + d % PANEL];
         }
@@ -90,13 +95,13 @@ impl HostKv {
     pub fn move_position(&mut self, from: usize, to: usize) {
         let (hd, cap, head_len) = (self.head_dim, self.cap, self.head_len());
         let (fp, fl, tp, tl) = (from / PANEL, from % PANEL, to / PANEL, to % PANEL);
-        for layer in 0..self.keys.len() {
+        for layer in 0..self.layers {
             for h in 0..self.kv_heads {
-                let kb = &mut self.keys[layer][h * head_len..];
+                let kb = &mut self.keys[layer * self.per_layer + h * head_len..];
                 for kk in 0..hd {
                     kb[(tp * hd + kk) * PANEL + tl] = kb[(fp * hd + kk) * PANEL + fl];
                 }
-                let vb = &mut self.values[layer][h * head_len..];
+                let vb = &mut self.values[layer * self.per_layer + h * head_len..];
                 for d0 in (0..hd).step_by(PANEL) {
                     let base = (d0 / PANEL) * cap * PANEL;
                     let n = PANEL.min(hd - d0);
@@ -127,7 +132,7 @@ impl HostKv {
     pub(crate) fn key_panels(&self, layer: usize, h: usize, total: usize) -> Panels<'_> {
         let len = self.head_len();
         Panels {
-            data: &self.keys[layer][h * len..(h + 1) * len],
+            data: &self.keys[layer * self.per_layer + h * len..][..len],
             n: total,
             k: self.head_dim,
             stride: self.head_dim * PANEL,
@@ -138,7 +143,7 @@ impl HostKv {
     pub(crate) fn value_panels(&self, layer: usize, h: usize, total: usize) -> Panels<'_> {
         let len = self.head_len();
         Panels {
-            data: &self.values[layer][h * len..(h + 1) * len],
+            data: &self.values[layer * self.per_layer + h * len..][..len],
             n: self.head_dim,
             k: total,
             stride: self.cap * PANEL,
@@ -147,17 +152,70 @@ impl HostKv {
     }
 }
 
-/// `n` zeros with every page already touched. A fresh allocation is mapped lazily, so the first
-/// write to each page faults; for a KV cache those faults would land in the middle of decoding,
-/// and a second run in the same process that reuses freed pages would not pay them, which biases
-/// side-by-side timings. Here they are paid at allocation, by every method alike.
-fn prefaulted(n: usize) -> Vec<f32> {
-    let mut v = vec![0f32; n];
-    for i in (0..n).step_by(1024) {
-        // SAFETY: i < n; a volatile write so the store to a zeroed page is not elided.
-        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0.0) };
+/// `n` f32 zeros with every page already touched, in an anonymous mapping of their own that
+/// Linux is asked to back with huge pages (`MADV_HUGEPAGE`; transparent huge pages are commonly
+/// set to `madvise`, as on the reference machine).
+///
+/// Why a mapping: attention streams the whole cache on every pass (92 MB at a 2000-token
+/// context), and where the heap happened to put a cache decided which pages it got: in a paired
+/// run the session created second measured 5–7 % faster than the first, whichever method it was
+/// (a TokenSwift session that never drafts read 1.06–1.07× AR when created second and 0.91–0.99×
+/// when created first). One mapping per cache, with huge pages where the system grants them,
+/// gives every cache the same kind of pages whatever the order (DESIGN §6.2).
+///
+/// Why touched: a fresh mapping is faulted in lazily, so the first write to each page would fault
+/// in the middle of decoding; here those faults are paid at allocation, by every method alike.
+/// Falls back to the heap if the mapping fails.
+enum Floats {
+    Mapped(memmap2::MmapMut, usize),
+    Heap(Vec<f32>),
+}
+
+impl Floats {
+    fn zeroed(n: usize) -> Self {
+        let mut floats = match memmap2::MmapMut::map_anon((n * 4).max(1)) {
+            Ok(map) => {
+                // A hint: without it (or where it is refused) the cache still works, on small
+                // pages.
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                Floats::Mapped(map, n)
+            }
+            Err(_) => Floats::Heap(vec![0f32; n]),
+        };
+        let v: &mut [f32] = &mut floats;
+        for i in (0..n).step_by(1024) {
+            // SAFETY: i < n; a volatile write so the store to a zeroed page is not elided.
+            unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0.0) };
+        }
+        floats
     }
-    v
+}
+
+impl std::ops::Deref for Floats {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            // SAFETY: the mapping holds n·4 bytes, page-aligned (so aligned for f32), zeroed at
+            // creation and only ever written as f32; it lives as long as `self`.
+            Floats::Mapped(map, n) => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().cast::<f32>(), *n)
+            },
+            Floats::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Floats {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        match self {
+            // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+            Floats::Mapped(map, n) => unsafe {
+                std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<f32>(), *n)
+            },
+            Floats::Heap(v) => v,
+        }
+    }
 }
 
 /// Temporaries of [`super::layer::layer_forward`], kept across layers and calls so the hot path
