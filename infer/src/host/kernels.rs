@@ -259,38 +259,6 @@ fn rows_1p<const FMA: bool>(
     go!(1 2 3 4 5 6)
 }
 
-#[inline(always)]
-fn run_panels<const NP: usize, const FMA: bool>(
-    x: &[f32],
-    m: usize,
-    w: &Panels,
-    first_panel: usize,
-    y: &OutPtr,
-) {
-    // Depth blocks of KC keep a panel pair's slice in L1 while every row block uses it; with a
-    // single row block there is nothing to reuse, so the depth is not split.
-    let kc = if m > MR { KC } else { w.k.max(1) };
-    let mut k0 = 0;
-    while k0 < w.k {
-        let k1 = (k0 + kc).min(w.k);
-        let mut row0 = 0;
-        while row0 < m {
-            let rows = (m - row0).min(MR);
-            let r = (k0, k1);
-            match rows {
-                6 => block::<6, NP, FMA>(x, w, first_panel, row0, r, y),
-                5 => block::<5, NP, FMA>(x, w, first_panel, row0, r, y),
-                4 => block::<4, NP, FMA>(x, w, first_panel, row0, r, y),
-                3 => block::<3, NP, FMA>(x, w, first_panel, row0, r, y),
-                2 => block::<2, NP, FMA>(x, w, first_panel, row0, r, y),
-                _ => block::<1, NP, FMA>(x, w, first_panel, row0, r, y),
-            }
-            row0 += rows;
-        }
-        k0 = k1;
-    }
-}
-
 /// Up to this many rows, the one-panel path (16 vector registers) runs balanced tiles of at
 /// most [`MR`] rows over the whole depth, reusing each panel from cache.
 const ONE_PANEL_ROWS: usize = 36;
@@ -336,18 +304,18 @@ pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
             }
         } else {
             for p in p0..p1 {
-                run_panels::<1, FMA>(x, m, w, p, y);
+                run_panels::<1, FMA>(x, m, w, p, y, MR);
             }
         }
         return;
     }
     let mut p = p0;
     while p + 2 <= p1 {
-        run_panels_wide::<2, FMA>(x, m, w, p, y);
+        run_panels::<2, FMA>(x, m, w, p, y, MR_WIDE);
         p += 2;
     }
     if p < p1 {
-        run_panels_wide::<1, FMA>(x, m, w, p, y);
+        run_panels::<1, FMA>(x, m, w, p, y, MR_WIDE);
     }
 }
 
@@ -355,19 +323,21 @@ pub(super) fn task_body<const FMA: bool, const WIDE: bool>(
 /// plus the two panel vectors and a broadcast.
 const MR_WIDE: usize = 12;
 
-/// [`run_panels`] for the 32-register tiles: row blocks of at most [`MR_WIDE`] rows, balanced
-/// (9 rows run as one tile of 9, 18 as two of 9, not 6 + 3 and 12 + 6: a 3-row tile has too few
-/// independent accumulators to hide the multiply-add latency), over the whole depth when one
-/// block holds every row and over depth blocks of [`KC`] beyond.
+/// Register tiles of `NP` panels from `first_panel` over all `m` rows: row blocks of at most
+/// `max_rows` rows, balanced (9 rows run as one tile of 9 and 18 as two of 9 with `max_rows` 12,
+/// not 6 + 3 and 12 + 6: a 3-row tile has too few independent accumulators to hide the
+/// multiply-add latency), over the whole depth when one block holds every row and over depth
+/// blocks of [`KC`] beyond, which keep a panel pair's slice in L1 while every row block uses it.
 #[inline(always)]
-fn run_panels_wide<const NP: usize, const FMA: bool>(
+fn run_panels<const NP: usize, const FMA: bool>(
     x: &[f32],
     m: usize,
     w: &Panels,
     first_panel: usize,
     y: &OutPtr,
+    max_rows: usize,
 ) {
-    let blocks = m.div_ceil(MR_WIDE).max(1);
+    let blocks = m.div_ceil(max_rows).max(1);
     let tile = m.div_ceil(blocks);
     let kc = if blocks > 1 { KC } else { w.k.max(1) };
     let mut k0 = 0;
