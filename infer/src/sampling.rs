@@ -183,13 +183,29 @@ pub fn adjust_logits(cfg: &SamplingConfig, logits: &mut [f32], penalised: &[u32]
 
 /// Indices of the `k` largest values, largest first (ties: the lower index first).
 ///
-/// One pass that keeps the best `k` in order: after the first `k` values, a value enters only if
-/// it beats the current `k`-th, which for a vocabulary-wide row and a small `k` (the sampler's
-/// `min_tokens_to_keep`) is one comparison per value. (Selecting over an index vector of the whole
-/// vocabulary, as before, cost about a tenth of a millisecond per draw.)
+/// One pass that keeps the best `k` in order: a value enters only if it beats the current
+/// `k`-th, which for a vocabulary-wide row and a small `k` (the sampler's `min_tokens_to_keep`,
+/// the drafts' arities) is one comparison for nearly every value. An entry costs an insertion
+/// into the kept `k`, so a large `k` (over [`TOP_K_BY_INSERTION`]) selects over an index vector
+/// instead, as this function did for every `k` before (about a tenth of a millisecond per draw).
 pub fn top_k_indices(values: &[f32], k: usize) -> Vec<u32> {
     use std::cmp::Ordering;
     let k = k.min(values.len());
+    // Larger value first, then the lower index.
+    let order = |&a: &u32, &b: &u32| {
+        values[b as usize]
+            .total_cmp(&values[a as usize])
+            .then(a.cmp(&b))
+    };
+    if k > TOP_K_BY_INSERTION {
+        let mut idx: Vec<u32> = (0..values.len() as u32).collect();
+        if k < idx.len() {
+            idx.select_nth_unstable_by(k - 1, order);
+            idx.truncate(k);
+        }
+        idx.sort_unstable_by(order);
+        return idx;
+    }
     let mut best: Vec<u32> = Vec::with_capacity(k + 1);
     if k == 0 {
         return best;
@@ -206,6 +222,10 @@ pub fn top_k_indices(values: &[f32], k: usize) -> Vec<u32> {
     best
 }
 
+/// Above this `k`, [`top_k_indices`] selects instead of inserting (an insertion moves up to `k`
+/// indices, so inserting would cost O(n·k) on an ascending row).
+const TOP_K_BY_INSERTION: usize = 64;
+
 /// How far (in log-probability) below the threshold a token's logit must lie for [`passing`] to
 /// skip its exact test: far more than the rounding of `exp` (an ulp or two) and of the division.
 const EXP_SKIP_SLACK: f64 = 1e-3;
@@ -221,13 +241,18 @@ fn passing(logits: &[f32], max: f32, z: f64, threshold: f32, slack: f64) -> Vec<
     } else {
         f64::NEG_INFINITY
     };
-    let prob = |l: f32| (f64::from((l - max).exp()) / z) as f32;
+    let prob = |l| probability(l, max, z);
     (0..logits.len() as u32)
         .filter(|&i| {
             let l = logits[i as usize];
             l > f32::NEG_INFINITY && f64::from(l - max) >= floor && prob(l) >= threshold
         })
         .collect()
+}
+
+/// The sampler's probability of logit `l` in a row with maximum `max` and normaliser `z`.
+fn probability(l: f32, max: f32, z: f64) -> f32 {
+    (f64::from((l - max).exp()) / z) as f32
 }
 
 /// Processes one row of logits (modified in place) into the distribution to sample from.
@@ -248,7 +273,7 @@ pub fn distribution(
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // Unnormalised probabilities; the normaliser is computed in f64 for stability.
     let z: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
-    let prob = |l: f32| (f64::from((l - max).exp()) / z) as f32;
+    let prob = |l| probability(l, max, z);
     // Candidate set: everything with nonzero mass, then narrowed by min-p / eta.
     let mut threshold = 0.0f32;
     if cfg.min_p > 0.0 {

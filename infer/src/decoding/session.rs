@@ -786,16 +786,10 @@ impl<'a> Session<'a> {
     /// Phase 3: one forward pass of the trie over the full cache with the tree mask.
     fn verify(&mut self, trie: &CandidateTrie) -> Result<Verified> {
         let pos = self.full.len();
-        // A lone root is a plain AR step: the causal pass (no mask bias) is the same pass.
-        let mask = if trie.len() == 1 {
-            AttentionMask::Causal
-        } else {
-            AttentionMask::Tree(trie.mask())
-        };
         let out = self.model.forward(
             trie.tokens(),
             &trie.positions(pos),
-            &mask,
+            &AttentionMask::Tree(trie.mask()),
             &mut self.full,
             LogitRows::None,
         )?;

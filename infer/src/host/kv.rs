@@ -8,10 +8,10 @@ use super::kernels::{PANEL, Panels};
 /// head_dim]` matrix for [`super::kernels::matmul_panels`]) and values as panels over head dims
 /// (`[head_dim/16][cap][16]`, a `[head_dim, positions]` matrix).
 pub struct HostKv {
-    /// Every layer's keys, `per_layer` floats each (one mapping, see [`Floats`]).
+    /// Every layer's keys, then values, layer by layer and head by head (one mapping each, see
+    /// [`Floats`]; [`HostKv::head_start`] finds a head).
     keys: Floats,
     values: Floats,
-    per_layer: usize,
     layers: usize,
     /// Temporaries of [`super::layer::layer_forward`], kept across layers and calls so the hot path does not
     /// allocate (and fault in fresh pages) per layer.
@@ -30,7 +30,6 @@ impl HostKv {
             scratch: Scratch::default(),
             keys: Floats::zeroed(layers * per_layer),
             values: Floats::zeroed(layers * per_layer),
-            per_layer,
             layers,
             cap,
             kv_heads,
@@ -64,28 +63,33 @@ impl HostKv {
         self.cap * self.head_dim.next_multiple_of(PANEL)
     }
 
+    /// Where KV head `h` of `layer` starts in `keys` and in `values`.
+    fn head_start(&self, layer: usize, h: usize) -> usize {
+        (layer * self.kv_heads + h) * self.head_len()
+    }
+
     /// Writes key/value vectors (`head_dim` each) of KV head `h` at `pos`.
     pub(crate) fn write(&mut self, layer: usize, h: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let (hd, cap, base) = (self.head_dim, self.cap, h * self.head_len());
-        let kb = &mut self.keys[layer * self.per_layer + base..];
+        let (hd, cap, base) = (self.head_dim, self.cap, self.head_start(layer, h));
+        let kb = &mut self.keys[base..];
         let (panel, lane) = (pos / PANEL, pos % PANEL);
         for (kk, &x) in k.iter().enumerate() {
             kb[(panel * hd + kk) * PANEL + lane] = x;
         }
-        let vb = &mut self.values[layer * self.per_layer + base..];
+        let vb = &mut self.values[base..];
         for (d, &x) in v.iter().enumerate() {
             vb[(d / PANEL) * cap * PANEL + pos * PANEL + d % PANEL] = x;
         }
     }
 
     fn read(&self, layer: usize, h: usize, pos: usize, k: &mut [f32], v: &mut [f32]) {
-        let (hd, cap, base) = (self.head_dim, self.cap, h * self.head_len());
-        let kb = &self.keys[layer * self.per_layer + base..];
+        let (hd, cap, base) = (self.head_dim, self.cap, self.head_start(layer, h));
+        let kb = &self.keys[base..];
         let (panel, lane) = (pos / PANEL, pos % PANEL);
         for (kk, x) in k.iter_mut().enumerate() {
             *x = kb[(panel * hd + kk) * PANEL + lane];
         }
-        let vb = &self.values[layer * self.per_layer + base..];
+        let vb = &self.values[base..];
         for (d, x) in v.iter_mut().enumerate() {
             *x = vb[(d / PANEL) * cap * PANEL + pos * PANEL + d % PANEL];
         }
@@ -93,15 +97,16 @@ impl HostKv {
 
     /// Moves position `from` to `to` in every layer and head.
     pub fn move_position(&mut self, from: usize, to: usize) {
-        let (hd, cap, head_len) = (self.head_dim, self.cap, self.head_len());
+        let (hd, cap) = (self.head_dim, self.cap);
         let (fp, fl, tp, tl) = (from / PANEL, from % PANEL, to / PANEL, to % PANEL);
         for layer in 0..self.layers {
             for h in 0..self.kv_heads {
-                let kb = &mut self.keys[layer * self.per_layer + h * head_len..];
+                let start = self.head_start(layer, h);
+                let kb = &mut self.keys[start..];
                 for kk in 0..hd {
                     kb[(tp * hd + kk) * PANEL + tl] = kb[(fp * hd + kk) * PANEL + fl];
                 }
-                let vb = &mut self.values[layer * self.per_layer + h * head_len..];
+                let vb = &mut self.values[start..];
                 for d0 in (0..hd).step_by(PANEL) {
                     let base = (d0 / PANEL) * cap * PANEL;
                     let n = PANEL.min(hd - d0);
@@ -132,7 +137,7 @@ impl HostKv {
     pub(crate) fn key_panels(&self, layer: usize, h: usize, total: usize) -> Panels<'_> {
         let len = self.head_len();
         Panels {
-            data: &self.keys[layer * self.per_layer + h * len..][..len],
+            data: &self.keys[self.head_start(layer, h)..][..len],
             n: total,
             k: self.head_dim,
             stride: self.head_dim * PANEL,
@@ -143,7 +148,7 @@ impl HostKv {
     pub(crate) fn value_panels(&self, layer: usize, h: usize, total: usize) -> Panels<'_> {
         let len = self.head_len();
         Panels {
-            data: &self.values[layer * self.per_layer + h * len..][..len],
+            data: &self.values[self.head_start(layer, h)..][..len],
             n: self.head_dim,
             k: total,
             stride: self.cap * PANEL,

@@ -867,6 +867,11 @@ impl Model {
                         t.len()
                     )));
                 }
+                // Nothing masked (a lone root: a plain AR step) is no bias at all, the pass AR
+                // runs, with no bias row to add.
+                if t.iter().all(|&a| a) {
+                    return Ok(None);
+                }
                 t.clone()
             }
         };
