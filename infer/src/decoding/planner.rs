@@ -179,6 +179,21 @@ pub mod bucket {
     pub const SEPARATE_HEADS: usize = 2;
     const MODEL: usize = 3 * 4 * 4 * 6 * 3;
     pub const COUNT: usize = NGRAM + PAPER + MODEL;
+    /// Groups of buckets that share a pooled prior (see [`super::Calibration`]): one per n-gram
+    /// table kind, the paper's chains, one per model kind.
+    pub const GROUPS: usize = 3 + 1 + 3;
+
+    /// The group of bucket `b`.
+    pub fn group(b: u16) -> usize {
+        let b = b as usize;
+        if b < NGRAM {
+            b / (NGRAM / 3)
+        } else if b < NGRAM + PAPER {
+            3
+        } else {
+            4 + ((b - NGRAM - PAPER) / (MODEL / 3)).min(2)
+        }
+    }
 
     /// A token of a context-table draft: which table, the matched context length, the count of
     /// the token after that context, the ratio of it to all continuations, and how probable the
@@ -246,43 +261,74 @@ pub mod bucket {
     }
 }
 
-/// Acceptance probability per bucket, measured: hits / trials with a weak prior (1 in 4), and old
-/// evidence halved once a bucket has many trials, so it follows the text as it changes.
+/// Acceptance probability per bucket, measured: hits / trials, with old evidence halved once a
+/// bucket has many trials, so it follows the text as it changes.
+///
+/// A bucket with few trials leans on its *group's* pooled rate (empirical Bayes): the buckets of
+/// one n-gram table, the paper's chains, or one model source (see [`bucket::group`]). With a
+/// fixed prior instead (1 in 4), every rarely seen bucket looked promising under the paper's
+/// sampler, where this model's n-gram drafts are accepted 2–8 % of the time, and the planner kept
+/// paying to verify them; under greedy decoding the pooled rate is high and new buckets start
+/// optimistic, as they should.
 #[derive(Debug, Clone)]
 pub struct Calibration {
     hits: Vec<f32>,
     trials: Vec<f32>,
+    group_hits: [f32; bucket::GROUPS],
+    group_trials: [f32; bucket::GROUPS],
 }
 
+/// The prior of a group with no trials yet: 0.5 hits in 2 trials.
 const PRIOR_HITS: f32 = 0.5;
 const PRIOR_TRIALS: f32 = 2.0;
 const CALIBRATION_MEMORY: f32 = 400.0;
+/// A group pools many buckets, so it keeps more evidence before halving.
+const GROUP_MEMORY: f32 = 4000.0;
 
 impl Default for Calibration {
     fn default() -> Self {
         Self {
             hits: vec![0.0; bucket::COUNT],
             trials: vec![0.0; bucket::COUNT],
+            group_hits: [0.0; bucket::GROUPS],
+            group_trials: [0.0; bucket::GROUPS],
         }
     }
 }
 
 impl Calibration {
-    /// The probability that a token of bucket `b` is accepted (given its parent was).
+    /// The probability that a token of bucket `b` is accepted (given its parent was): its own
+    /// hits and trials, plus [`PRIOR_TRIALS`] trials at its group's pooled rate.
     pub fn p(&self, b: u16) -> f32 {
+        let prior = self.group_p(bucket::group(b));
         let b = b as usize;
-        (self.hits[b] + PRIOR_HITS) / (self.trials[b] + PRIOR_TRIALS)
+        (self.hits[b] + PRIOR_TRIALS * prior) / (self.trials[b] + PRIOR_TRIALS)
+    }
+
+    /// The pooled acceptance rate of group `g` (the fixed prior before any trial).
+    pub fn group_p(&self, g: usize) -> f32 {
+        (self.group_hits[g] + PRIOR_HITS) / (self.group_trials[g] + PRIOR_TRIALS)
     }
 
     pub fn record(&mut self, b: u16, hit: bool) {
+        let g = bucket::group(b);
         let b = b as usize;
-        self.trials[b] += 1.0;
-        if hit {
-            self.hits[b] += 1.0;
-        }
-        if self.trials[b] > CALIBRATION_MEMORY {
-            self.trials[b] *= 0.5;
-            self.hits[b] *= 0.5;
+        for (hits, trials, memory) in [
+            (&mut self.hits[b], &mut self.trials[b], CALIBRATION_MEMORY),
+            (
+                &mut self.group_hits[g],
+                &mut self.group_trials[g],
+                GROUP_MEMORY,
+            ),
+        ] {
+            *trials += 1.0;
+            if hit {
+                *hits += 1.0;
+            }
+            if *trials > memory {
+                *trials *= 0.5;
+                *hits *= 0.5;
+            }
         }
     }
 
@@ -1168,6 +1214,65 @@ pub struct SourceTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unseen_bucket_starts_at_its_groups_pooled_rate() {
+        let s = |count, total| Support {
+            context: 2,
+            count,
+            total,
+        };
+        let seen = bucket::ngram(NgramKind::Recent, s(5, 6), 2);
+        let unseen = bucket::ngram(NgramKind::Recent, s(1, 9), 0);
+        let other_group = bucket::ngram(NgramKind::Corpus, s(1, 9), 0);
+        let mut c = Calibration::default();
+        assert_eq!(c.p(unseen), 0.25, "no evidence anywhere: the fixed prior");
+        for _ in 0..200 {
+            c.record(seen, false);
+        }
+        // The Recent table's drafts have all failed: a Recent bucket never tried starts near
+        // that pooled rate instead of 1 in 4 (which made the planner verify it to find out)...
+        assert!(c.p(unseen) < 0.01, "{}", c.p(unseen));
+        // ...while another table's buckets keep the fixed prior,
+        assert_eq!(c.p(other_group), 0.25);
+        // and a bucket's own trials outweigh its group's once it has some.
+        for _ in 0..50 {
+            c.record(unseen, true);
+        }
+        assert!(c.p(unseen) > 0.9, "{}", c.p(unseen));
+        assert!(c.p(seen) < 0.01);
+    }
+
+    #[test]
+    fn every_bucket_belongs_to_its_sources_group() {
+        let s = Support {
+            context: 3,
+            count: 9,
+            total: 9,
+        };
+        for (kind, g) in [
+            (NgramKind::Recent, 0),
+            (NgramKind::Lagged, 1),
+            (NgramKind::Corpus, 2),
+        ] {
+            for conf in 0..3 {
+                assert_eq!(bucket::group(bucket::ngram(kind, s, conf)), g);
+            }
+        }
+        for depth in 1..=8 {
+            assert_eq!(bucket::group(bucket::paper_chain(depth % 2 == 0, depth)), 3);
+        }
+        for (kind, g) in [
+            (bucket::FUSED_HEADS, 4),
+            (bucket::SEPARATE_BASE, 5),
+            (bucket::SEPARATE_HEADS, 6),
+        ] {
+            for (depth, rank, prob) in [(1, 0, 0.05), (4, 3, 0.95), (2, 1, 0.5)] {
+                assert_eq!(bucket::group(bucket::model(kind, depth, rank, prob, 2)), g);
+            }
+        }
+        assert!((0..bucket::COUNT as u16).all(|b| bucket::group(b) < bucket::GROUPS));
+    }
 
     #[test]
     fn parses_fixed_trees_auto_and_lags() {
