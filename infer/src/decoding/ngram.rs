@@ -264,6 +264,19 @@ impl ContextTable {
     /// extended greedily by the best next token of its own growing context, up to `max_len`
     /// tokens. Duplicate first tokens never occur.
     pub fn draft(&self, context: &[u32], max_len: usize, alternatives: usize) -> Vec<DraftChain> {
+        self.draft_while(context, max_len, alternatives, |_| true)
+    }
+
+    /// As [`ContextTable::draft`], but a chain stops growing once `more(chain so far)` returns
+    /// false (asked after each token is added; that token stays). Lets a caller stop extending
+    /// a chain no step could afford to verify, instead of looking up every one of its tokens.
+    pub fn draft_while(
+        &self,
+        context: &[u32],
+        max_len: usize,
+        alternatives: usize,
+        mut more: impl FnMut(&DraftChain) -> bool,
+    ) -> Vec<DraftChain> {
         if max_len == 0 || context.is_empty() {
             return Vec::new();
         }
@@ -284,7 +297,7 @@ impl ContextTable {
             ctx.clear();
             ctx.extend_from_slice(&context[context.len().saturating_sub(MAX_CONTEXT)..]);
             ctx.push(t);
-            while chain.tokens.len() < max_len {
+            while chain.tokens.len() < max_len && more(&chain) {
                 let Some((c, e)) = self.next(&ctx[ctx.len() - MAX_CONTEXT.min(ctx.len())..]) else {
                     break;
                 };
@@ -460,6 +473,29 @@ mod tests {
         }
         // Documents are separate streams: 4 (end of the first) is never followed by 7.
         assert!(t.draft(&[4], 1, 4).iter().all(|c| c.tokens[0] != 7));
+    }
+
+    /// `draft_while` keeps the token that made `more` say no and looks up nothing after it; with
+    /// `more` always true it is `draft`.
+    #[test]
+    fn draft_while_stops_a_chain_where_asked() {
+        let t = corpus_table();
+        let ctx = [1u32, 2, 3];
+        let full = t.draft(&ctx, 6, 2);
+        assert!(full[0].tokens.len() > 2, "{full:?}");
+        assert_eq!(t.draft_while(&ctx, 6, 2, |_| true), full);
+        let mut asked = 0;
+        let cut = t.draft_while(&ctx, 6, 2, |c| {
+            asked += 1;
+            c.tokens.len() < 2
+        });
+        for (c, f) in cut.iter().zip(&full) {
+            let n = f.tokens.len().min(2);
+            assert_eq!(c.tokens, f.tokens[..n]);
+            assert_eq!(c.support, f.support[..n]);
+        }
+        assert_eq!(cut.len(), full.len());
+        assert!(asked <= 2 * full.len(), "asked {asked} times");
     }
 
     /// Every truncation, every single flipped byte and a hostile count are errors, never panics
