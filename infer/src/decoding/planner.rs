@@ -306,7 +306,7 @@ impl Calibration {
     }
 
     /// The pooled acceptance rate of group `g` (the fixed prior before any trial).
-    pub fn group_p(&self, g: usize) -> f32 {
+    fn group_p(&self, g: usize) -> f32 {
         (self.group_hits[g] + PRIOR_HITS) / (self.group_trials[g] + PRIOR_TRIALS)
     }
 

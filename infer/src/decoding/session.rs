@@ -835,41 +835,39 @@ impl<'a> Session<'a> {
         let rows = &mut self.rows;
         let mut row_of = vec![usize::MAX; n];
         let mut batch = Vec::new();
-        // Rows of `rows` filled this step. The buffer only ever grows: refilling it from empty
-        // would zero a vocabulary-wide row (192 KiB here) every step before lm_head overwrites it.
-        let mut used = 0usize;
-        let mut compute =
-            |from: usize, row_of: &mut Vec<usize>, rows: &mut Vec<f32>, used: &mut usize| {
-                // `from` and its first-child path, appended to the rows computed so far.
-                batch.clear();
-                let mut node = Some(from);
-                while let Some(v) = node {
-                    batch.push(v);
-                    node = trie.children(v).first().copied();
-                }
-                let done = *used;
-                let end = (done + batch.len()) * vocab;
-                if rows.len() < end {
-                    rows.resize(end, 0.0);
-                }
-                model.logits_of_rows(&verified.hidden, &batch, &mut rows[done * vocab..end]);
-                for (j, &v) in batch.iter().enumerate() {
-                    row_of[v] = done + j;
-                }
-                *used += batch.len();
-            };
         let reference = self.cfg.accept == AcceptRule::PerRowReference;
         if reference {
             // The reference rule revisits nodes and needs the raw rows each time.
             let all: Vec<usize> = (0..n).collect();
             model.logits_of_rows_vec(&verified.hidden, &all, rows);
             row_of = all;
-            used = n;
         }
+        // Rows of `rows` filled this step (all of them for the reference rule). The buffer only
+        // ever grows: refilling it from empty would zero a vocabulary-wide row (192 KiB here)
+        // every step before lm_head overwrites it.
+        let mut used = if reference { n } else { 0 };
+        let mut compute = |from: usize, row_of: &mut Vec<usize>, rows: &mut Vec<f32>| {
+            // `from` and its first-child path, appended to the rows computed so far.
+            batch.clear();
+            let mut node = Some(from);
+            while let Some(v) = node {
+                batch.push(v);
+                node = trie.children(v).first().copied();
+            }
+            let end = (used + batch.len()) * vocab;
+            if rows.len() < end {
+                rows.resize(end, 0.0);
+            }
+            model.logits_of_rows(&verified.hidden, &batch, &mut rows[used * vocab..end]);
+            for (j, &v) in batch.iter().enumerate() {
+                row_of[v] = used + j;
+            }
+            used += batch.len();
+        };
         let pristine = reference.then(|| rows.clone());
         let mut target = |node: usize| {
             if row_of[node] == usize::MAX {
-                compute(node, &mut row_of, rows, &mut used);
+                compute(node, &mut row_of, rows);
             }
             let r = row_of[node];
             let row = &mut rows[r * vocab..(r + 1) * vocab];
