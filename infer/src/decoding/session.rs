@@ -507,6 +507,7 @@ impl<'a> Session<'a> {
 
         let tu = Instant::now();
         let outcome = self.accept(&trie, &verified);
+        self.audit_verified(&trie, &of_candidate, &cands, &outcome);
         let start = self.history.len();
         let (emitted, accepted) = self.commit(&trie, &of_candidate, &cands, &outcome, &verified)?;
 
@@ -893,6 +894,23 @@ impl<'a> Session<'a> {
             AcceptRule::PerNode => accept_path(trie, &mut target),
             AcceptRule::PerRowReference => accept_per_row_reference(trie, &mut target),
         }
+    }
+
+    /// Feeds the planner's selection audit: every verified node whose parent the walk reached,
+    /// and whether the walk accepted it.
+    fn audit_verified(
+        &mut self,
+        trie: &CandidateTrie,
+        of_candidate: &[usize],
+        cands: &Candidates,
+        outcome: &AcceptOutcome,
+    ) {
+        let accepted = |i: usize| i == 0 || outcome.accepted.contains(&i);
+        let verified: Vec<(usize, bool)> = (1..trie.len())
+            .filter(|&i| accepted(trie.parent(i).unwrap_or(0)))
+            .map(|i| (of_candidate[i], accepted(i)))
+            .collect();
+        cands.record_verified(&verified, &mut self.planner.calibration);
     }
 
     /// Phase 5: keep the root and the accepted path in the full cache, extend the output, feed
