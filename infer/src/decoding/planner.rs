@@ -1231,7 +1231,8 @@ impl Planner {
             }
         }
         s.push_str("\nselection factor by group (verified tokens' hits over their estimates):");
-        for (g, name) in [
+        // In `bucket::group`'s order.
+        let groups: [&str; bucket::GROUPS] = [
             "recent n-grams",
             "lagged n-grams",
             "corpus n-grams",
@@ -1239,10 +1240,8 @@ impl Planner {
             "fused heads",
             "separate base row",
             "separate heads",
-        ]
-        .iter()
-        .enumerate()
-        {
+        ];
+        for (g, name) in groups.iter().enumerate() {
             s.push_str(&format!(
                 " {name} {:.2}",
                 self.calibration.selection_factor(g)
