@@ -182,6 +182,16 @@ pub mod bucket {
     /// Groups of buckets that share a pooled prior (see [`super::Calibration`]): one per n-gram
     /// table kind, the paper's chains, one per model kind.
     pub const GROUPS: usize = 3 + 1 + 3;
+    /// The groups' names, in [`group`]'s order.
+    pub const GROUP_NAMES: [&str; GROUPS] = [
+        "recent n-grams",
+        "lagged n-grams",
+        "corpus n-grams",
+        "paper chains",
+        "fused heads",
+        "separate base row",
+        "separate heads",
+    ];
 
     /// The group of bucket `b`.
     pub fn group(b: u16) -> usize {
@@ -295,6 +305,19 @@ const VERIFIED_MEMORY: f32 = 100.0;
 /// The selection factor's prior: this many expected hits, realised as expected.
 const VERIFIED_PRIOR: f32 = 3.0;
 
+/// Adds one observation to decayed counts: `weight` to `total` and one to `hits` on a hit; both
+/// are halved once `total` passes `memory`, so old evidence fades.
+fn add_decayed(hits: &mut f32, total: &mut f32, hit: bool, weight: f32, memory: f32) {
+    *total += weight;
+    if hit {
+        *hits += 1.0;
+    }
+    if *total > memory {
+        *total *= 0.5;
+        *hits *= 0.5;
+    }
+}
+
 impl Default for Calibration {
     fn default() -> Self {
         Self {
@@ -342,13 +365,13 @@ impl Calibration {
     /// accepted it (see [`Calibration::selection_factor`]).
     pub fn record_verified(&mut self, b: u16, hit: bool) {
         let (g, raw) = (bucket::group(b), self.raw_p(b));
-        let (e, h) = (&mut self.verified_expected[g], &mut self.verified_hits[g]);
-        *e += raw;
-        *h += f32::from(u8::from(hit));
-        if *e > VERIFIED_MEMORY {
-            *e *= 0.5;
-            *h *= 0.5;
-        }
+        add_decayed(
+            &mut self.verified_hits[g],
+            &mut self.verified_expected[g],
+            hit,
+            raw,
+            VERIFIED_MEMORY,
+        );
     }
 
     /// The pooled acceptance rate of group `g` (the fixed prior before any trial).
@@ -359,23 +382,10 @@ impl Calibration {
     pub fn record(&mut self, b: u16, hit: bool) {
         let g = bucket::group(b);
         let b = b as usize;
-        for (hits, trials, memory) in [
-            (&mut self.hits[b], &mut self.trials[b], CALIBRATION_MEMORY),
-            (
-                &mut self.group_hits[g],
-                &mut self.group_trials[g],
-                GROUP_MEMORY,
-            ),
-        ] {
-            *trials += 1.0;
-            if hit {
-                *hits += 1.0;
-            }
-            if *trials > memory {
-                *trials *= 0.5;
-                *hits *= 0.5;
-            }
-        }
+        let (hits, trials) = (&mut self.hits[b], &mut self.trials[b]);
+        add_decayed(hits, trials, hit, 1.0, CALIBRATION_MEMORY);
+        let (hits, trials) = (&mut self.group_hits[g], &mut self.group_trials[g]);
+        add_decayed(hits, trials, hit, 1.0, GROUP_MEMORY);
     }
 
     /// Trials recorded for bucket `b` (decayed).
@@ -1231,17 +1241,7 @@ impl Planner {
             }
         }
         s.push_str("\nselection factor by group (verified tokens' hits over their estimates):");
-        // In `bucket::group`'s order.
-        let groups: [&str; bucket::GROUPS] = [
-            "recent n-grams",
-            "lagged n-grams",
-            "corpus n-grams",
-            "paper chains",
-            "fused heads",
-            "separate base row",
-            "separate heads",
-        ];
-        for (g, name) in groups.iter().enumerate() {
+        for (g, name) in bucket::GROUP_NAMES.iter().enumerate() {
             s.push_str(&format!(
                 " {name} {:.2}",
                 self.calibration.selection_factor(g)
