@@ -3,8 +3,8 @@
 //!
 //! Why: decoding a small model on a CPU is bound by reading the weights (DESIGN §6); a Q4_1
 //! matrix is 0.75 bytes per weight here against 4 for f32. The values the kernel multiplies are
-//! exactly the f32 values [`crate::load::gguf::dequantize`] gives (the same expression, no fused
-//! multiply-add), and they are accumulated in the same order as the f32 kernel's, so a product
+//! exactly the f32 values [`crate::load::gguf::dequantize`] gives (Q4_1's `d·q + m` fused in the
+//! SIMD tiles, the same bits: see `F_Q8_0`'s note), and they are accumulated in the same order as the f32 kernel's, so a product
 //! over a [`QuantMatrix`] equals the product over the converted f32 matrix bit for bit: the
 //! goldens, the lossless tests and the verify/AR bit-identity hold unchanged.
 //!
@@ -350,6 +350,11 @@ impl QuantMatrix {
 }
 
 /// The fused kernel's block formats as const parameters (one compiled loop per format).
+///
+/// Q4_1's `d·q + m` is one fused multiply-add in the SIMD tiles and a multiply then an add
+/// elsewhere ([`QuantMatrix::dequant_panel`], [`crate::load::gguf::dequantize`]): the same bits,
+/// because `d` is an f16 value (11 significant bits) and `q` a 4-bit integer, so `d·q` is exact in
+/// f32 and the add is the only rounding either way (DESIGN §6.1a).
 const F_Q8_0: u8 = 0;
 const F_Q4_0: u8 = 1;
 const F_Q4_1: u8 = 2;
@@ -664,7 +669,8 @@ mod avx2 {
                         };
                         let f = _mm256_cvtepi32_ps(n);
                         if F == F_Q4_1 {
-                            _mm256_add_ps(_mm256_mul_ps(d[c], f), mn[c])
+                            // One fused op, the same bits as `d·q + m` (DESIGN §6.1a).
+                            _mm256_fmadd_ps(d[c], f, mn[c])
                         } else {
                             _mm256_mul_ps(d[c], _mm256_sub_ps(f, mn[c]))
                         }
@@ -893,7 +899,8 @@ mod avx512 {
                         };
                         let f = _mm512_cvtepi32_ps(n);
                         if F == F_Q4_1 {
-                            _mm512_add_ps(_mm512_mul_ps(d[c], f), mn[c])
+                            // One fused op, the same bits as `d·q + m` (DESIGN §6.1a).
+                            _mm512_fmadd_ps(d[c], f, mn[c])
                         } else {
                             _mm512_mul_ps(d[c], _mm512_sub_ps(f, mn[c]))
                         }
@@ -1156,6 +1163,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The SIMD tiles dequantise Q4_1 as one fused `d·q + m`, the reference as a multiply then
+    /// an add. They agree for every finite f16 scale, every 4-bit quant and minimums of every
+    /// exponent, because `d·q` is exact in f32 when `d` has f16's 11 significant bits. Control: a
+    /// scale with f32's 24 bits breaks the equality, so the argument (not luck) carries it.
+    #[test]
+    fn q4_1_fused_dequantisation_equals_multiply_then_add() {
+        let split = |d: f32, q: f32, m: f32| (d * q + m, d.mul_add(q, m));
+        let minimums: Vec<f32> = (-30..=30)
+            .flat_map(|e| [1.0f32, -1.0, 1.337, -0.7071].map(|s| s * 2f32.powi(e)))
+            .chain([0.0, -0.0])
+            .collect();
+        for bits in 0..=u16::MAX {
+            let d = f16(&bits.to_le_bytes());
+            if !d.is_finite() {
+                continue;
+            }
+            for q in 0..16 {
+                for &m in &minimums {
+                    let (a, b) = split(d, q as f32, m);
+                    assert_eq!(a.to_bits(), b.to_bits(), "d={d:e} q={q} m={m:e}");
+                }
+            }
+        }
+        let d = 1.0 + f32::EPSILON;
+        let differs = (0..16).any(|q| {
+            minimums.iter().any(|&m| {
+                let (a, b) = split(d, q as f32, m);
+                a.to_bits() != b.to_bits()
+            })
+        });
+        assert!(differs, "a 24-bit scale must be able to tell the two apart");
     }
 
     #[test]
