@@ -592,8 +592,12 @@ impl Candidates {
     /// Records verified candidates whose parent the walk reached (`(candidate, accepted)`) in
     /// `calib`'s selection audit, each under the bucket that reads highest (the one its estimate
     /// came from when several sources proposed it). Candidates without a bucket are skipped.
-    pub fn record_verified(&self, verified: &[(usize, bool)], calib: &mut Calibration) {
-        for &(i, hit) in verified {
+    pub fn record_verified(
+        &self,
+        verified: impl IntoIterator<Item = (usize, bool)>,
+        calib: &mut Calibration,
+    ) {
+        for (i, hit) in verified {
             let n = &self.nodes[i];
             let best = n.buckets[..n.n_buckets as usize]
                 .iter()

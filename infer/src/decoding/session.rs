@@ -906,11 +906,10 @@ impl<'a> Session<'a> {
         outcome: &AcceptOutcome,
     ) {
         let accepted = |i: usize| i == 0 || outcome.accepted.contains(&i);
-        let verified: Vec<(usize, bool)> = (1..trie.len())
+        let verified = (1..trie.len())
             .filter(|&i| accepted(trie.parent(i).unwrap_or(0)))
-            .map(|i| (of_candidate[i], accepted(i)))
-            .collect();
-        cands.record_verified(&verified, &mut self.planner.calibration);
+            .map(|i| (of_candidate[i], accepted(i)));
+        cands.record_verified(verified, &mut self.planner.calibration);
     }
 
     /// Phase 5: keep the root and the accepted path in the full cache, extend the output, feed

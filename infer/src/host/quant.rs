@@ -3,10 +3,15 @@
 //!
 //! Why: decoding a small model on a CPU is bound by reading the weights (DESIGN §6); a Q4_1
 //! matrix is 0.75 bytes per weight here against 4 for f32. The values the kernel multiplies are
-//! exactly the f32 values [`crate::load::gguf::dequantize`] gives (Q4_1's `d·q + m` fused in the
-//! SIMD tiles, the same bits: see `F_Q8_0`'s note), and they are accumulated in the same order as the f32 kernel's, so a product
-//! over a [`QuantMatrix`] equals the product over the converted f32 matrix bit for bit: the
-//! goldens, the lossless tests and the verify/AR bit-identity hold unchanged.
+//! exactly the f32 values [`crate::load::gguf::dequantize`] gives, and they are accumulated in the
+//! same order as the f32 kernel's, so a product over a [`QuantMatrix`] equals the product over the
+//! converted f32 matrix bit for bit: the goldens, the lossless tests and the verify/AR
+//! bit-identity hold unchanged.
+//!
+//! Q4_1's `d·q + m` is one fused multiply-add in the SIMD tiles of up to 8 rows and a multiply
+//! then an add elsewhere ([`QuantMatrix::dequant_panel`], the dequantiser): the same bits, because
+//! `d` is an f16 value (11 significant bits) and `q` a 4-bit integer, so `d·q` is exact in f32 and
+//! the add is the only rounding either way (DESIGN §6.1a).
 //!
 //! Layout: per panel of 16 output rows and per block of 32 depths, the rows' scales (d, and m for
 //! Q4_1) as f32, then the blocks' quant bytes transposed so that one byte position of the 16 rows
@@ -350,11 +355,6 @@ impl QuantMatrix {
 }
 
 /// The fused kernel's block formats as const parameters (one compiled loop per format).
-///
-/// Q4_1's `d·q + m` is one fused multiply-add in the SIMD tiles and a multiply then an add
-/// elsewhere ([`QuantMatrix::dequant_panel`], [`crate::load::gguf::dequantize`]): the same bits,
-/// because `d` is an f16 value (11 significant bits) and `q` a 4-bit integer, so `d·q` is exact in
-/// f32 and the add is the only rounding either way (DESIGN §6.1a).
 const F_Q8_0: u8 = 0;
 const F_Q4_0: u8 = 1;
 const F_Q4_1: u8 = 2;
@@ -669,7 +669,7 @@ mod avx2 {
                         };
                         let f = _mm256_cvtepi32_ps(n);
                         if F == F_Q4_1 {
-                            // One fused op, the same bits as `d·q + m` (DESIGN §6.1a).
+                            // One fused op, the same bits as `d·q + m` (module doc).
                             _mm256_fmadd_ps(d[c], f, mn[c])
                         } else {
                             _mm256_mul_ps(d[c], _mm256_sub_ps(f, mn[c]))
@@ -899,7 +899,7 @@ mod avx512 {
                         };
                         let f = _mm512_cvtepi32_ps(n);
                         if F == F_Q4_1 && R <= 8 {
-                            // One fused op, the same bits as `d·q + m` (DESIGN §6.1a). Tiles of
+                            // One fused op, the same bits as `d·q + m` (module doc). Tiles of
                             // 9–16 rows keep the multiply and add: fused, their schedule made
                             // a 16-row product ~19 % slower.
                             _mm512_fmadd_ps(d[c], f, mn[c])
